@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 STAMP="$VENV/.tritone-setup"
-want=$(cat pyproject.toml scripts/setup.sh scripts/apt-packages.txt | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh scripts/apt-packages.txt scripts/constraints.txt | sha256sum | cut -d' ' -f1)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   exit 0
 fi
@@ -37,6 +37,8 @@ fi
 [[ -n "$PY" ]] || { echo "error: tritone needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
 
 [[ -x "$VENV/bin/python" ]] || { echo "==> creating $VENV"; "$PY" -m venv "$VENV"; }
+# Every install into this environment, including later manual ones, respects the project pins.
+printf '[global]\nconstraint = %s\n' "$PWD/scripts/constraints.txt" > "$VENV/pip.conf"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade "pip>=24" "setuptools>=68,<81" wheel 2>&1 | grep -v 'is ignored' || true
 # torch first, pinned to the CPU build: anything that depends on torch would otherwise pull a CUDA build.
