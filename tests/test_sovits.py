@@ -1,0 +1,344 @@
+"""SoVITS (s2 content path + flow) on tiny configs: shapes, batching, speed, noise, training forward."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tritone.models.s2_modules import stretch_time
+from tritone.models.sovits import SoVITS, SoVITSConfig
+from tritone.models.vocoder import Vocoder, VocoderConfig
+
+# upstream GPT_SoVITS/configs/s2.json, the sections a config reads
+S2_JSON = {
+    "train": {"segment_size": 20480, "text_low_lr_rate": 0.4},
+    "data": {
+        "max_wav_value": 32768.0,
+        "sampling_rate": 32000,
+        "filter_length": 2048,
+        "hop_length": 640,
+        "win_length": 2048,
+        "n_mel_channels": 128,
+    },
+    "model": {
+        "inter_channels": 192,
+        "hidden_channels": 192,
+        "filter_channels": 768,
+        "n_heads": 2,
+        "n_layers": 6,
+        "kernel_size": 3,
+        "p_dropout": 0.1,
+        "resblock": "1",
+        "resblock_kernel_sizes": [3, 7, 11],
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        "upsample_rates": [10, 8, 2, 2, 2],
+        "upsample_initial_channel": 512,
+        "upsample_kernel_sizes": [16, 16, 8, 2, 2],
+        "n_layers_q": 3,
+        "use_spectral_norm": False,
+        "gin_channels": 512,
+        "semantic_frame_rate": "25hz",
+        "freeze_quantizer": True,
+    },
+}
+
+
+def make_tiny(seed: int = 0, posterior: bool = True, config: SoVITSConfig | None = None) -> SoVITS:
+    """A tiny SoVITS in eval mode with a k-means-initialised codebook and non-trivial flow."""
+    torch.manual_seed(seed)
+    model = SoVITS(config or SoVITSConfig.tiny(), posterior=posterior)
+    model.quantizer.train()
+    model.quantizer(torch.randn(3, model.config.ssl_dim, 80))  # k-means init on random features
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".post." in name:  # couplings start as identity; make the flow do something
+                p.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def rand_refer(b: int = 1, t: int = 30, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 1025, t, generator=g)
+
+
+def pad_stack(rows: list[torch.Tensor]) -> torch.Tensor:
+    n = max(r.size(-1) for r in rows)
+    return torch.stack([F.pad(r, (0, n - r.size(-1))) for r in rows])
+
+
+# -- configs -----------------------------------------------------------------------------------
+
+
+def test_upstream_configs() -> None:
+    v1, v2 = SoVITSConfig.v1(), SoVITSConfig.v2()
+    assert (v1.n_symbols, v1.ref_spec_channels, v1.spec_channels) == (322, 1025, 1025)
+    assert (v2.n_symbols, v2.ref_spec_channels, v2.spec_channels) == (732, 704, 1025)
+    for c in (v1, v2):
+        assert (c.sampling_rate, c.filter_length, c.hop_length, c.win_length) == (32000, 2048, 640, 2048)
+        assert (c.inter_channels, c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers) == (
+            192,
+            192,
+            768,
+            2,
+            6,
+        )
+        assert (c.gin_channels, c.ssl_dim, c.codebook_size, c.semantic_stride) == (512, 768, 1024, 2)
+    tiny = SoVITSConfig.tiny()
+    assert tiny.version == "v2" and tiny.semantic_stride == 2 and tiny.ref_spec_channels == 704
+
+
+def test_config_from_upstream_hps() -> None:
+    assert SoVITSConfig.from_upstream(S2_JSON, version="v2") == SoVITSConfig.v2()
+    assert SoVITSConfig.from_upstream(S2_JSON, version="v1") == SoVITSConfig.v1()
+    hps = {**S2_JSON, "model": {**S2_JSON["model"], "version": "v2"}}
+    assert SoVITSConfig.from_upstream(hps).version == "v2"
+    assert SoVITSConfig.from_upstream(S2_JSON).version == "v1"  # upstream's default without a tag
+    assert VocoderConfig.from_upstream(S2_JSON) == VocoderConfig()
+    with pytest.raises(ValueError, match="v2Pro"):
+        SoVITSConfig.from_upstream(S2_JSON, version="v2Pro")
+    with pytest.raises(ValueError, match="gin_channels"):
+        dataclasses.replace(SoVITSConfig.tiny(), gin_channels=64)
+
+
+# -- semantic tokens ---------------------------------------------------------------------------
+
+
+def test_extract_latent_is_nearest_code_at_25hz() -> None:
+    model = make_tiny()
+    ssl = torch.randn(2, 32, 41)  # odd length: the last 50 Hz frame has no partner
+    codes = model.extract_latent(ssl)
+    assert codes.shape == (2, 20) and codes.dtype == torch.long
+    x = model.ssl_proj(ssl).transpose(1, 2)  # [B, 20, D]
+    book = model.quantizer.layers[0].embed
+    brute = torch.cdist(x, book.expand(2, -1, -1)).argmin(-1)
+    assert torch.equal(codes, brute)
+    assert codes.unique().numel() > 5
+
+
+def test_uninitialised_codebook_refuses_inference() -> None:
+    model = SoVITS(SoVITSConfig.tiny()).eval()
+    with pytest.raises(RuntimeError, match="not initialised"):
+        model.extract_latent(torch.randn(1, 32, 10))
+
+
+def test_quantizer_training_updates_codebook_and_passes_gradients() -> None:
+    torch.manual_seed(0)
+    model = SoVITS(SoVITSConfig.tiny())
+    q = model.quantizer.train()
+    x = torch.randn(2, 32, 60, requires_grad=True)
+    out, codes, loss = q(x)
+    cb = q.layers[0]
+    assert bool(cb.inited) and codes.shape == (1, 2, 60)
+    assert loss.item() > 0
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert x.grad is not None and torch.allclose(x.grad, torch.ones_like(x))  # straight-through
+    before = cb.embed.clone()
+    q(torch.randn(2, 32, 60) + 3.0)
+    assert not torch.equal(before, cb.embed)  # EMA moved toward the new batch
+    q.eval()
+    frozen = cb.embed.clone()
+    _, _, loss_eval = q(torch.randn(2, 32, 10))
+    assert torch.equal(frozen, cb.embed) and loss_eval.item() == 0.0
+
+
+# -- reference embedding -----------------------------------------------------------------------
+
+
+def test_ref_embedding_v2_reads_first_704_bins_only() -> None:
+    model = make_tiny()
+    refer = rand_refer(1, 40)
+    ge = model.ref_embedding(refer)
+    assert ge.shape == (1, 32, 1)
+    changed = refer.clone()
+    changed[:, 704:] = 5.0
+    assert torch.equal(model.ref_embedding(changed), ge)
+    changed[:, 703] = 5.0
+    assert not torch.allclose(model.ref_embedding(changed), ge)
+
+
+def test_ref_embedding_v1_reads_all_bins() -> None:
+    cfg = dataclasses.replace(SoVITSConfig.tiny(), version="v1", n_symbols=322, ref_spec_channels=1025)
+    model = make_tiny(config=cfg)
+    refer = rand_refer(1, 40)
+    changed = refer.clone()
+    changed[:, 1000] = 5.0
+    assert not torch.allclose(model.ref_embedding(changed), model.ref_embedding(refer))
+
+
+def test_ref_embedding_batched_equals_single() -> None:
+    model = make_tiny()
+    refs = [rand_refer(1, t, seed=t)[0] for t in (40, 23, 31)]
+    ge = model.ref_embedding(pad_stack(refs), torch.tensor([40, 23, 31]))
+    for b, r in enumerate(refs):
+        assert torch.allclose(ge[b], model.ref_embedding(r[None])[0], atol=1e-5)
+
+
+# -- decode_latent -----------------------------------------------------------------------------
+
+
+def _rows(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randint(0, 64, (t,), generator=g), torch.randint(0, 732, (n,), generator=g))
+        for t, n in ((17, 9), (11, 14), (23, 5))
+    ]
+
+
+def _batch(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    codes = pad_stack([c for c, _ in rows])
+    phones = pad_stack([p for _, p in rows])
+    return (
+        codes,
+        torch.tensor([c.numel() for c, _ in rows]),
+        phones,
+        torch.tensor([p.numel() for _, p in rows]),
+    )
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.3, 0.8])
+def test_decode_latent_batch_equals_rows_alone(speed: float) -> None:
+    model = make_tiny()
+    rows = _rows()
+    codes, code_lens, phones, phone_lens = _batch(rows)
+    ge = model.ref_embedding(rand_refer(3, 30))
+    gens = [torch.Generator().manual_seed(100 + b) for b in range(3)]
+    z, mask = model.decode_latent(codes, code_lens, phones, phone_lens, ge, 0.5, speed, generator=gens)
+    expect_lens = torch.floor(2 * code_lens.double() / speed).long() + 1 if speed != 1.0 else 2 * code_lens
+    assert torch.equal(mask.sum((1, 2)).long(), expect_lens)
+    assert z.shape == (3, 8, int(expect_lens.max()))
+    for b, (c, p) in enumerate(rows):
+        g = torch.Generator().manual_seed(100 + b)
+        z1, m1 = model.decode_latent(
+            c[None],
+            torch.tensor([c.numel()]),
+            p[None],
+            torch.tensor([p.numel()]),
+            ge[b : b + 1],
+            0.5,
+            speed,
+            [g],
+        )
+        n = int(expect_lens[b])
+        assert z1.shape[-1] == n and m1.all()
+        torch.testing.assert_close(z[b, :, :n], z1[0], atol=1e-5, rtol=0)
+        assert torch.all(z[b, :, n:] == 0)  # padding stays zero
+
+
+def test_decode_latent_noise_sources() -> None:
+    model = make_tiny()
+    codes, code_lens, phones, phone_lens = _batch(_rows()[:1])
+    ge = model.ref_embedding(rand_refer())
+    args = (codes, code_lens, phones, phone_lens, ge)
+
+    def run(**kw: object) -> torch.Tensor:
+        return model.decode_latent(*args, **kw)[0]  # type: ignore[arg-type]
+
+    a = run(generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, run(generator=torch.Generator().manual_seed(1)))  # reproducible per request
+    assert not torch.allclose(a, run(generator=torch.Generator().manual_seed(2)))
+    eps = torch.randn(1, 8, 34, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(run(noise=eps), a)  # injected eps == the generator's draw
+    torch.manual_seed(7)
+    b = run()
+    torch.manual_seed(7)
+    torch.testing.assert_close(run(noise=torch.randn(1, 8, 34)), b)  # global RNG: one randn of m's shape
+    z0 = run(noise_scale=0.0, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(z0, run(noise_scale=0.0, generator=torch.Generator().manual_seed(9)))
+    with pytest.raises(ValueError, match="shape"):
+        run(noise=torch.randn(1, 8, 5))
+    with pytest.raises(ValueError, match="one generator per row"):
+        run(generator=[torch.Generator(), torch.Generator()])
+
+
+def test_stretch_time_matches_upstream_interpolate() -> None:
+    x = torch.randn(1, 6, 37)
+    for speed in (0.7, 0.9, 1.1, 1.5, 2.0):
+        ref = F.interpolate(x, size=int(37 / speed) + 1, mode="linear")
+        got, lens = stretch_time(x, torch.tensor([37]), speed)
+        assert lens.item() == int(37 / speed) + 1
+        # same sampling grid; only float32 rounding of the source positions differs
+        torch.testing.assert_close(got, ref, atol=2e-5, rtol=0)
+
+
+def test_decode_then_vocode_shapes() -> None:
+    model, voc = make_tiny(), Vocoder(VocoderConfig.tiny()).eval()
+    codes, code_lens, phones, phone_lens = _batch(_rows())
+    ge = model.ref_embedding(rand_refer(3))
+    z, mask = model.decode_latent(codes, code_lens, phones, phone_lens, ge)
+    with torch.no_grad():
+        wav = voc(z, ge)
+    assert wav.shape == (3, 1, z.size(-1) * 640) and wav.abs().max() <= 1.0
+
+
+def test_remove_weight_norm_keeps_outputs() -> None:
+    model = make_tiny()
+    codes, code_lens, phones, phone_lens = _batch(_rows())
+    ge = model.ref_embedding(rand_refer(3))
+    kw = {"noise_scale": 0.0}
+    before = model.decode_latent(codes, code_lens, phones, phone_lens, ge, **kw)[0]
+    model.remove_weight_norm()
+    assert not any("parametrizations" in k for k in model.state_dict())
+    torch.testing.assert_close(model.decode_latent(codes, code_lens, phones, phone_lens, ge, **kw)[0], before)
+
+
+# -- training forward --------------------------------------------------------------------------
+
+
+def _train_batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    ssl = torch.randn(2, 32, 40, generator=g)
+    spec = torch.rand(2, 1025, 40, generator=g)
+    spec_lens = torch.tensor([40, 31])
+    spec[1, :, 31:] = 0
+    phones = torch.randint(0, 732, (2, 12), generator=g)
+    return ssl, spec, spec_lens, phones, torch.tensor([12, 7])
+
+
+def test_forward_train_outputs_and_gradients() -> None:
+    model = make_tiny().train()
+    ssl, spec, spec_lens, phones, phone_lens = _train_batch()
+    book = model.quantizer.layers[0].embed.clone()
+    out = model.forward_train(
+        ssl, spec, spec_lens, phones, phone_lens, generator=torch.Generator().manual_seed(0)
+    )
+    T = 40
+    for t in (out.z, out.z_p, out.m_p, out.logs_p, out.m_q, out.logs_q):
+        assert t.shape == (2, 8, T)
+    assert out.z_mask.shape == (2, 1, T) and out.z_mask[1, 0, 31:].sum() == 0
+    assert out.z_slice.shape == (2, 8, 8) and out.ge.shape == (2, 32, 1)
+    assert out.quantized.shape == (2, 32, T)
+    for b in range(2):
+        s = int(out.ids_slice[b])
+        assert 0 <= s <= int(spec_lens[b]) - 8
+        torch.testing.assert_close(out.z_slice[b], out.z[b, :, s : s + 8])
+    kl = (
+        out.logs_p - out.logs_q - 0.5 + 0.5 * (out.z_p - out.m_p) ** 2 * torch.exp(-2 * out.logs_p)
+    ) * out.z_mask
+    (kl.sum() / out.z_mask.sum() + out.z_slice.pow(2).mean()).backward()
+    for name in ("enc_p.encoder2", "enc_q.enc", "flow.flows.0", "ref_enc.spectral", "enc_p.text_embedding"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(name)]
+        assert grads and all(g is not None for g in grads), name
+    assert model.ssl_proj.weight.grad is None  # frozen quantizer (upstream fine-tuning)
+    assert torch.equal(book, model.quantizer.layers[0].embed)
+
+
+def test_forward_train_unfrozen_quantizer_learns() -> None:
+    cfg = dataclasses.replace(SoVITSConfig.tiny(), freeze_quantizer=False)
+    model = make_tiny(config=cfg).train()
+    book = model.quantizer.layers[0].embed.clone()
+    out = model.forward_train(*_train_batch())
+    (out.commit_loss + out.m_p.pow(2).mean()).backward()
+    assert model.ssl_proj.weight.grad is not None and model.ssl_proj.weight.grad.abs().sum() > 0
+    assert not torch.equal(book, model.quantizer.layers[0].embed)
+
+
+def test_inference_model_has_no_posterior() -> None:
+    full, infer = SoVITS(SoVITSConfig.tiny()), SoVITS(SoVITSConfig.tiny(), posterior=False)
+    assert infer.enc_q is None and not any(k.startswith("enc_q.") for k in infer.state_dict())
+    assert full.num_params(include_posterior=False) == infer.num_params()
+    with pytest.raises(RuntimeError, match="enc_q"):
+        infer.forward_train(*_train_batch())
