@@ -28,6 +28,7 @@ class StandInConfig:
     d_model: int = 16
     n_layer: int = 2
     n_out: int = 5
+    dilation: int = 1  # peft's unmerged Conv1d LoRA ignores dilation, so its round trip uses 1
 
 
 class StandIn(nn.Module):
@@ -37,7 +38,7 @@ class StandIn(nn.Module):
         super().__init__()
         c = config or StandInConfig()
         self.config = c
-        self.pre = nn.Conv1d(c.channels, c.d_model, 3, padding=2, dilation=2)
+        self.pre = nn.Conv1d(c.channels, c.d_model, 3, padding=c.dilation, dilation=c.dilation)
         self.blocks = nn.ModuleList(
             nn.ModuleDict(
                 {

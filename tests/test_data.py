@@ -10,7 +10,15 @@ import pytest
 import soundfile as sf
 
 from training import cli as data_cli
-from training.data import Utterance, load_dataset, normalize_language, read_folder, read_list, resample, write_list
+from training.data import (
+    Utterance,
+    load_dataset,
+    normalize_language,
+    read_folder,
+    read_list,
+    resample,
+    write_list,
+)
 
 
 def _wav(path: Path, seconds: float = 1.5, sr: int = 32_000) -> Path:
@@ -27,7 +35,9 @@ def _run_cli(argv: list[str]) -> int:
     return int(args.func(args))
 
 
-def test_good_list_parses_with_relative_absolute_paths_and_v1_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_good_list_parses_with_relative_absolute_paths_and_v1_codes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     corpus = tmp_path / "corpus"
     _wav(corpus / "wavs" / "a.wav")
     _wav(corpus / "wavs" / "b.wav")
@@ -110,7 +120,14 @@ def test_list_without_audio_check_and_unreadable_list(tmp_path: Path) -> None:
 
 def test_language_codes() -> None:
     assert [normalize_language(c) for c in ("zh", "ja", "en", "ko", "yue")] == ["zh", "ja", "en", "ko", "yue"]
-    assert [normalize_language(c) for c in ("ZH", "JP", "JA", "EN", "KO", "YUE")] == ["zh", "ja", "ja", "en", "ko", "yue"]
+    assert [normalize_language(c) for c in ("ZH", "JP", "JA", "EN", "KO", "YUE")] == [
+        "zh",
+        "ja",
+        "ja",
+        "en",
+        "ko",
+        "yue",
+    ]
     assert normalize_language("Zh") is None
     assert normalize_language("jp") is None  # only the v1 upper-case code is mapped
     assert normalize_language("de") is None
@@ -125,7 +142,10 @@ def test_folder_with_sidecar_transcripts(tmp_path: Path) -> None:
     _wav(voice / "three.wav")  # no transcript
     (voice / "orphan.txt").write_text("No audio for me.", encoding="utf-8")
     ds = read_folder(voice)
-    assert [(u.utt_id, u.speaker, u.lang) for u in ds.utterances] == [("one", "maria", "en"), ("two", "maria", "zh")]
+    assert [(u.utt_id, u.speaker, u.lang) for u in ds.utterances] == [
+        ("one", "maria", "en"),
+        ("two", "maria", "zh"),
+    ]
     assert {(Path(i.source).name, i.code) for i in ds.errors} == {
         ("three.wav", "missing_transcript"),
         ("orphan.txt", "missing_file"),
@@ -185,7 +205,9 @@ def test_resample_keeps_duration_and_tone() -> None:
     assert abs(peak_bin - 440) <= 1
 
 
-def test_cli_validate_reports_and_exits_nonzero_on_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_validate_reports_and_exits_nonzero_on_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _wav(tmp_path / "a.wav")
     good = tmp_path / "good.list"
     good.write_text("a.wav|spk|en|Fine.\n", encoding="utf-8")
@@ -199,5 +221,8 @@ def test_cli_validate_reports_and_exits_nonzero_on_errors(tmp_path: Path, capsys
     folder = tmp_path / "clips"
     _wav(folder / "x.wav")
     (folder / "x.txt").write_text("Folder clip.", encoding="utf-8")
-    assert _run_cli(["data", "validate", str(folder), "--lang", "en", "--write-list", str(tmp_path / "f.list")]) == 0
+    assert (
+        _run_cli(["data", "validate", str(folder), "--lang", "en", "--write-list", str(tmp_path / "f.list")])
+        == 0
+    )
     assert (tmp_path / "f.list").read_text(encoding="utf-8") == "clips/x.wav|clips|en|Folder clip.\n"

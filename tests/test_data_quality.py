@@ -136,7 +136,9 @@ def test_report_over_a_corpus_and_its_outputs(tmp_path: Path) -> None:
     assert analyse_file(tmp_path / "broken.wav").reasons == ["unreadable"]
 
 
-def test_cli_report_writes_json_csv_and_filtered_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_report_writes_json_csv_and_filtered_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lst = _corpus(tmp_path)
     parser = argparse.ArgumentParser(prog="tritone")
     data_cli.add_commands(parser.add_subparsers(dest="command"))
@@ -146,6 +148,8 @@ def test_cli_report_writes_json_csv_and_filtered_list(tmp_path: Path, capsys: py
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "clipped: EXCLUDE clipping" in out and "silent: EXCLUDE silent" in out
-    assert (tmp_path / "kept.list").read_text(encoding="utf-8") == "clean.wav|spk|en|Clip clean.\nshort.wav|spk|en|Clip short.\n"
+    assert (tmp_path / "kept.list").read_text(
+        encoding="utf-8"
+    ) == "clean.wav|spk|en|Clip clean.\nshort.wav|spk|en|Clip short.\n"
     assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["summary"]["excluded"] == 2
     assert (tmp_path / "r.csv").is_file()

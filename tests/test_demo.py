@@ -15,8 +15,7 @@ import soundfile as sf
 
 from training import cli as data_cli
 from training.data import read_list
-from training.demo import DEFAULT_VOICES, EXTRA_VOICES, SPLITS, DemoCorpus, build_demo_corpus
-from training.demo import engines
+from training.demo import DEFAULT_VOICES, EXTRA_VOICES, SPLITS, DemoCorpus, build_demo_corpus, engines
 from training.demo.engines import MissingDependencyError, check_dependencies, pinyin_for_espeak
 from training.demo.sentences import load_sentences, split_sentences
 from training.demo.voices import ALL_VOICES, VoiceSpec, check_person_splits, select_voices, voice_by_id
@@ -114,7 +113,9 @@ def test_no_person_spans_train_and_heldout(tiny: DemoCorpus) -> None:
     assert by_person["rms"] == {"heldout"} and by_person["ked"] == {"heldout"}
     assert by_person["slt"] == {"train"} and by_person["kal"] == {"train"}
     with pytest.raises(ValueError, match="span"):
-        check_person_splits([voice_by_id("flite_kal16"), voice_by_id("festival_ked"), _renamed_person("festival_ked", "kal")])
+        check_person_splits(
+            [voice_by_id("flite_kal16"), voice_by_id("festival_ked"), _renamed_person("festival_ked", "kal")]
+        )
 
 
 def _renamed_person(voice_id: str, person: str) -> VoiceSpec:
@@ -127,7 +128,9 @@ def test_rebuild_gives_identical_bytes_and_reuses_a_complete_build(tiny: DemoCor
     again = build_demo_corpus(tiny.root, sentences=TINY_SENTENCES, voices=TINY_VOICES, progress=False)
     assert (tiny.root / "manifest.json").stat().st_mtime_ns == manifest_mtime  # reused, not rebuilt
     assert again.manifest == tiny.manifest
-    rebuilt = build_demo_corpus(tiny.root, sentences=TINY_SENTENCES, voices=TINY_VOICES, force=True, progress=False)
+    rebuilt = build_demo_corpus(
+        tiny.root, sentences=TINY_SENTENCES, voices=TINY_VOICES, force=True, progress=False
+    )
     assert (tiny.root / "manifest.json").stat().st_mtime_ns != manifest_mtime
     assert _hashes(rebuilt.root) == before
     # A different folder gives the same bytes too (no absolute paths or times in any output).
@@ -157,7 +160,9 @@ def test_voice_selection_errors() -> None:
         select_voices(["nobody"], extra_voices=False)
     with pytest.raises(ValueError, match="--extra-voices"):
         select_voices(["rhvoice_bdl"], extra_voices=False)
-    assert [v.voice_id for v in select_voices(None, extra_voices=False)] == [v.voice_id for v in DEFAULT_VOICES]
+    assert [v.voice_id for v in select_voices(None, extra_voices=False)] == [
+        v.voice_id for v in DEFAULT_VOICES
+    ]
     assert len(select_voices(None, extra_voices=True)) == len(DEFAULT_VOICES) + len(EXTRA_VOICES)
     assert all(v.archive == "main" for v in DEFAULT_VOICES)
     assert all(v.archive == "non-free" for v in EXTRA_VOICES)
@@ -169,7 +174,11 @@ def test_missing_packages_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engines.shutil, "which", lambda name: None if name in absent else real_which(name))
     with pytest.raises(MissingDependencyError) as err:
         check_dependencies([voice_by_id("festival_ked"), voice_by_id("flite_awb_m200")])
-    assert "festival" in str(err.value) and "sox" in str(err.value) and "apt-get install festival sox" in str(err.value)
+    assert (
+        "festival" in str(err.value)
+        and "sox" in str(err.value)
+        and "apt-get install festival sox" in str(err.value)
+    )
     with pytest.raises(MissingDependencyError, match="non-free"):
         check_dependencies([voice_by_id("rhvoice_clb")])
     monkeypatch.setattr(engines, "FESTIVAL_VOICE_ROOTS", ())
@@ -220,7 +229,9 @@ def test_cli_demo_builds_and_lists_voices(tmp_path: Path, capsys: pytest.Capture
     listing = capsys.readouterr().out
     assert "festival_ked" in listing and "[extra: Debian non-free]" in listing
     out = tmp_path / "cli_demo"
-    args = parser.parse_args(["data", "demo", "--out", str(out), "--sentences", "2", "--voices", "flite_slt,flite_rms"])
+    args = parser.parse_args(
+        ["data", "demo", "--out", str(out), "--sentences", "2", "--voices", "flite_slt,flite_rms"]
+    )
     assert args.func(args) == 0
     assert "2 voices, 4 clips" in capsys.readouterr().out
     assert read_list(out / "train.list").speakers() == {"flite_slt": 1}

@@ -268,7 +268,7 @@ def test_decode_then_vocode_shapes() -> None:
     model, voc = make_tiny(), Vocoder(VocoderConfig.tiny()).eval()
     codes, code_lens, phones, phone_lens = _batch(_rows())
     ge = model.ref_embedding(rand_refer(3))
-    z, mask = model.decode_latent(codes, code_lens, phones, phone_lens, ge)
+    z, _ = model.decode_latent(codes, code_lens, phones, phone_lens, ge)
     with torch.no_grad():
         wav = voc(z, ge)
     assert wav.shape == (3, 1, z.size(-1) * 640) and wav.abs().max() <= 1.0

@@ -122,7 +122,7 @@ def test_non_string_input(fe: TextFrontend) -> None:
 def test_over_long_text_is_rejected_fast(fe: TextFrontend) -> None:
     text = "你好" * 50_000
     start = time.perf_counter()
-    with pytest.raises(TextError, match="100000 characters.*limit is 2000"):
+    with pytest.raises(TextError, match=r"100000 characters.*limit is 2000"):
         fe.process(text, "zh")
     with pytest.raises(TextError, match="limit"):
         fe.segments(text, "zh")
@@ -139,7 +139,21 @@ def test_unknown_version_and_split() -> None:
 
 def test_only_text_errors_escape(fe: TextFrontend) -> None:
     # Odd but valid input never raises anything else.
-    odd = ["ℌ𝔢𝔩𝔩𝔬", "a\u0301", "½ cup", "x²", "１２３", "〇", "兙", "C++ & C#", "--5", "3..4", "$", "%%", "嗯呣"]
+    odd = [
+        "ℌ𝔢𝔩𝔩𝔬",
+        "a\u0301",
+        "½ cup",
+        "x²",
+        "１２３",
+        "〇",
+        "兙",
+        "C++ & C#",
+        "--5",
+        "3..4",
+        "$",
+        "%%",
+        "嗯呣",
+    ]
     for text in odd:
         for lang in ("zh", "en", "auto"):
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tritone.text.chars import fold_width
+from tritone.text.chars import canonical
 from tritone.text.normalize_en import normalize_en
 from tritone.text.normalize_zh import normalize_zh
 from tritone.text.numbers_en import cardinal, ordinal, year
@@ -62,7 +62,10 @@ def test_zh_punctuation(text: str, expected: str) -> None:
         ("It is 1,234,567.", "It is one million two hundred thirty-four thousand five hundred sixty-seven."),
         ("Pi is 3.14 and .5 too.", "Pi is three point one four and point five too."),
         ("It fell -5 points.", "It fell minus five points."),
-        ("She came 1st, he was 22nd and 103rd.", "She came first, he was twenty-second and one hundred third."),
+        (
+            "She came 1st, he was 22nd and 103rd.",
+            "She came first, he was twenty-second and one hundred third.",
+        ),
         ("Growth was 12.5% in 1999!", "Growth was twelve point five percent in nineteen ninety-nine!"),
         ("It costs $3.50.", "It costs three dollars and fifty cents."),
         ("Only $1, or £2.05.", "Only one dollar, or two pounds and five pence."),
@@ -111,5 +114,8 @@ def test_en_number_words() -> None:
     assert year(2024) == "twenty twenty-four"
 
 
-def test_fold_width() -> None:
-    assert fold_width("ＡＢＣ１２３！？　") == "ABC123!? "
+def test_canonical_forms() -> None:
+    assert canonical("ＡＢＣ１２３！？　") == "ABC123!? "
+    assert canonical("ℌ𝔢𝔩𝔩𝔬 ﬁne x² ½") == "Hello fine x2 1/2"
+    assert normalize_en("½ cup, 50m² and x²") == "one half cup, fifty square meters and x two"
+    assert normalize_zh("面积5㎡，体积3m³，今天３８℃") == "面积五平方米,体积三立方米,今天三十八摄氏度"

@@ -38,7 +38,12 @@ def test_cut2_merges_a_short_tail() -> None:
 
 
 def test_cut3_chinese_full_stop() -> None:
-    assert split_text(ZH, "cut3") == ["你好，我是小明。", "你好，我是小红。", "你好，我是小刚。", "你好，我是小张。"]
+    assert split_text(ZH, "cut3") == [
+        "你好，我是小明。",
+        "你好，我是小红。",
+        "你好，我是小刚。",
+        "你好，我是小张。",
+    ]
 
 
 def test_cut4_english_full_stop_keeps_decimals() -> None:

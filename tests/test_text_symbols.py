@@ -59,7 +59,7 @@ def test_unknown_version() -> None:
 @pytest.mark.oracle
 def test_pinyin_table_matches_upstream_opencpop_strict() -> None:
     oracle = importlib.import_module("gpt_sovits.text")
-    table = Path(oracle.__file__).parent / "opencpop-strict.txt"
+    table = Path(str(oracle.__file__)).parent / "opencpop-strict.txt"
     lines = table.read_text(encoding="utf-8").splitlines()
     assert len(lines) > 400
     for line in lines:

@@ -418,13 +418,14 @@ class DecodeState:
         )
         events: list[TokenEvent] = []
         going: list[tuple[int, int]] = []  # (slot, token)
+        emitted = ~stop
+        self.seen[index[emitted], tokens[emitted]] = True
         for slot, row, tok, st in zip(slots, rows, tokens.tolist(), stop.tolist()):
             if st:
                 events.append(TokenEvent(slot, None, True, "eos"))
                 self.remove(slot)
                 continue
             row.tokens.append(tok)
-            self.seen[slot, tok] = True
             if len(row.tokens) >= row.params.max_new_tokens:
                 events.append(TokenEvent(slot, tok, True, "length"))
                 self.remove(slot)
@@ -439,18 +440,23 @@ class DecodeState:
         """One decode step over the cache rows up to the last continuing slot."""
         device = self.logits.device
         stop = max(s for s, _ in going) + 1
-        tok = torch.zeros(stop, dtype=torch.long, device=device)
-        pos = torch.zeros(stop, dtype=torch.long, device=device)
-        active = torch.zeros(stop, dtype=torch.bool, device=device)
+        tok, pos, act = [0] * stop, [0] * stop, [False] * stop
         attend = 1
         for slot, t in going:
             row = self.rows[slot]
             assert row is not None
-            tok[slot], pos[slot], active[slot] = t, row.prompt_len + len(row.tokens) - 1, True
+            tok[slot], pos[slot], act[slot] = t, row.prompt_len + len(row.tokens) - 1, True
             # this step writes the newest token, so the row then holds text + prompt + tokens positions
             attend = max(attend, row.text_len + row.prompt_len + len(row.tokens))
+        active = torch.tensor(act, device=device)
         with torch.no_grad():
-            logits = self.model.decode_step(tok, pos, self.cache.rows(stop), active=active, attend_len=attend)
+            logits = self.model.decode_step(
+                torch.tensor(tok, device=device),
+                torch.tensor(pos, device=device),
+                self.cache.rows(stop),
+                active=active,
+                attend_len=attend,
+            )
         self.logits[:stop][active] = logits[active].float()
 
 
@@ -494,6 +500,8 @@ def collate(
 
 
 class GPT(nn.Module):
+    """The s1 decoder. Parameter names follow upstream's where they can (see the key map)."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config

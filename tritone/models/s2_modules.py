@@ -166,7 +166,7 @@ def check_state_dict(sd: Mapping[str, Tensor], model: nn.Module, where: str) -> 
     if shapes:
         problems.append(f"shape mismatches ({len(shapes)}): {'; '.join(shapes[:8])}")
     if problems:
-        raise KeyError(f"{where} does not fit: " + " | ".join(problems))
+        raise KeyError(f"{where} do not match the model: " + " | ".join(problems))
 
 
 def init_normal_(module: nn.Module, std: float = 0.01) -> None:

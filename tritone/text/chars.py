@@ -22,18 +22,10 @@ _ELLIPSIS = re.compile(r"\.{3,}|。{2,}")
 _REPEATED_PUNCT = re.compile(r"([!?…,.\-])[!?…,.\-]+")
 
 
-def fold_width(text: str) -> str:
-    """Full-width ASCII forms (Ａ１！) → their ASCII twins; ideographic space → space."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if 0xFF01 <= code <= 0xFF5E:
-            out.append(chr(code - 0xFEE0))
-        elif code == 0x3000:
-            out.append(" ")
-        else:
-            out.append(ch)
-    return "".join(out)
+def canonical(text: str) -> str:
+    """Unicode compatibility forms → plain ones: full-width ASCII, ligatures (ﬁ), styled
+    letters (𝔢), superscripts (²), vulgar fractions (½ → 1/2), ℃ → °C."""
+    return unicodedata.normalize("NFKC", text).replace("\u2044", "/")
 
 
 def strip_accents(text: str) -> str:

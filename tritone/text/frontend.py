@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tritone.text.chars import fold_width, is_han, is_latin_letter
+from tritone.text.chars import canonical, is_han, is_latin_letter
 from tritone.text.errors import TextError
 from tritone.text.g2p_en import g2p_en
 from tritone.text.g2p_zh import g2p_zh
@@ -159,7 +159,7 @@ class TextFrontend:
             )
         if not text.strip():
             raise TextError("text is empty")
-        text = fold_width(text)
+        text = canonical(text)
         classes = [_char_class(ch) for ch in text]
         unsupported = sorted({ch for ch, c in zip(text, classes) if c == "other"})
         if unsupported:

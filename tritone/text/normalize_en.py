@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 
 from tritone.text import numbers_en as num
-from tritone.text.chars import collapse_punctuation, fold_width, map_punctuation, strip_accents
+from tritone.text.chars import canonical, collapse_punctuation, map_punctuation, strip_accents
 
 _MONTHS = [
     "January",
@@ -62,8 +62,9 @@ def _plain_number(m: re.Match[str]) -> str:
     bare = text.replace(",", "")
     # A bare four-digit integer in year range reads as a year ("in 1999").
     if "," not in text and bare.isdigit() and len(bare) == 4 and 1100 <= int(bare) <= 2099:
-        return num.year(int(bare))
-    return _number(text)
+        return f" {num.year(int(bare))} "
+    # Spaces keep words apart where digits touched letters (iPhone15, x2).
+    return f" {_number(text)} "
 
 
 _CURRENCIES = {
@@ -136,7 +137,10 @@ _UNITS: dict[str, tuple[str, str]] = {
     "mg": ("milligram", "milligrams"), "g": ("gram", "grams"), "lb": ("pound", "pounds"),
     "lbs": ("pound", "pounds"), "oz": ("ounce", "ounces"), "ft": ("foot", "feet"),
     "mi": ("mile", "miles"), "ml": ("milliliter", "milliliters"), "mL": ("milliliter", "milliliters"),
-    "L": ("liter", "liters"), "ms": ("millisecond", "milliseconds"), "s": ("second", "seconds"),
+    "L": ("liter", "liters"),
+    "m2": ("square meter", "square meters"),
+    "m3": ("cubic meter", "cubic meters"),
+    "km2": ("square kilometer", "square kilometers"), "ms": ("millisecond", "milliseconds"), "s": ("second", "seconds"),
     "sec": ("second", "seconds"), "min": ("minute", "minutes"), "h": ("hour", "hours"),
     "hr": ("hour", "hours"), "hrs": ("hour", "hours"), "KB": ("kilobyte", "kilobytes"),
     "MB": ("megabyte", "megabytes"), "GB": ("gigabyte", "gigabytes"), "TB": ("terabyte", "terabytes"),
@@ -221,7 +225,7 @@ def expand_en(text: str) -> str:
 
 def normalize_en(text: str) -> str:
     """English text → words and punctuation phones only (see module docstring)."""
-    text = fold_width(text).replace("’", "'").replace("‘", "'")
+    text = canonical(text).replace("’", "'").replace("‘", "'")
     text = expand_en(text)
     text = strip_accents(text)
     text = map_punctuation(text)

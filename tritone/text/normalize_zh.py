@@ -15,7 +15,7 @@ from collections.abc import Callable
 import cn2an
 from pypinyin.pinyin_dict import pinyin_dict
 
-from tritone.text.chars import PUNCT_PHONES, collapse_punctuation, fold_width, is_han, map_punctuation
+from tritone.text.chars import PUNCT_PHONES, canonical, collapse_punctuation, is_han, map_punctuation
 
 _DIGITS = "零一二三四五六七八九"
 _NUM = r"\d+(?:\.\d+)?"
@@ -102,8 +102,8 @@ def _temperature(m: re.Match[str]) -> str:
 
 _UNITS = {
     "km/h": "公里每小时", "m/s": "米每秒", "km": "公里", "kg": "公斤", "cm": "厘米", "mm": "毫米",
-    "mg": "毫克", "ml": "毫升", "mL": "毫升", "ms": "毫秒", "min": "分钟", "m²": "平方米",
-    "m³": "立方米", "㎡": "平方米", "m": "米", "g": "克", "L": "升", "l": "升", "t": "吨",
+    "mg": "毫克", "ml": "毫升", "mL": "毫升", "ms": "毫秒", "min": "分钟", "km2": "平方公里",
+    "m2": "平方米", "m3": "立方米", "m": "米", "g": "克", "L": "升", "l": "升", "t": "吨",
     "h": "小时", "s": "秒",
 }  # fmt: skip
 _UNIT_RE = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
@@ -156,7 +156,7 @@ def _readable(ch: str) -> bool:
 
 def normalize_zh(text: str) -> str:
     """Chinese text → Han characters with a known reading and punctuation phones only."""
-    text = expand_numbers_zh(fold_width(text)).replace("〇", "零")
+    text = expand_numbers_zh(canonical(text)).replace("〇", "零")
     text = map_punctuation(text)
     text = "".join(ch for ch in text if _readable(ch))
     return collapse_punctuation(text)
