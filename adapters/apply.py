@@ -63,4 +63,6 @@ def load_into_bank(bank: LoRABank, slot: int, adapter: Adapter, *, base_sha256: 
     try:
         bank.load(slot, adapter.lora)
     except LoRAError as exc:
-        raise AdapterError(f"cannot load voice {adapter.manifest.tenant}.{adapter.manifest.voice}: {exc}") from exc
+        raise AdapterError(
+            f"cannot load voice {adapter.manifest.tenant}.{adapter.manifest.voice}: {exc}"
+        ) from exc

@@ -27,7 +27,9 @@ def _common() -> argparse.ArgumentParser:
         "--tracking-uri",
         help="MLflow tracking URI (default: $TRITONE_MLFLOW_URI, $MLFLOW_TRACKING_URI, or sqlite under $TRITONE_HOME)",
     )
-    common.add_argument("--tenant", default="default", help="tenant of voices named without one (default: default)")
+    common.add_argument(
+        "--tenant", default="default", help="tenant of voices named without one (default: default)"
+    )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return common
 
@@ -61,11 +63,15 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("weights_dir", type=Path, help="directory with model.safetensors + config.json")
     p.set_defaults(func=_guarded(cmd_register_base))
 
-    p = sub.add_parser("register", parents=[common], help="register an adapter directory as a new voice version")
+    p = sub.add_parser(
+        "register", parents=[common], help="register an adapter directory as a new voice version"
+    )
     p.add_argument("adapter_dir", type=Path)
     p.add_argument("--consent", type=Path, help="consent record JSON (required for a new voice)")
     p.add_argument("--run-id", help="the training run that produced the adapter (lineage)")
-    p.add_argument("--no-stage", action="store_true", help="do not point the staging alias at the new version")
+    p.add_argument(
+        "--no-stage", action="store_true", help="do not point the staging alias at the new version"
+    )
     p.set_defaults(func=_guarded(cmd_register))
 
     p = sub.add_parser("list", parents=[common], help="list voices, their aliases and consent")
@@ -76,7 +82,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("voice", help=VOICE_HELP)
     p.set_defaults(func=_guarded(cmd_show))
 
-    p = sub.add_parser("resolve", parents=[common], help="resolve to an immutable version and a local verified copy")
+    p = sub.add_parser(
+        "resolve", parents=[common], help="resolve to an immutable version and a local verified copy"
+    )
     p.add_argument("ref", help=REF_HELP)
     p.set_defaults(func=_guarded(cmd_resolve))
 
@@ -84,7 +92,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("voice", help=VOICE_HELP)
     p.add_argument("--to", default="production", choices=["staging", "production"])
     p.add_argument("--version", type=int, help="version to promote (default: the staging version)")
-    p.add_argument("--gate", type=Path, help='gate JSON {"min": {...}, "max": {...}} (default: built-in + env)')
+    p.add_argument(
+        "--gate", type=Path, help='gate JSON {"min": {...}, "max": {...}} (default: built-in + env)'
+    )
     p.add_argument("--min", action="append", metavar="METRIC=VALUE", help="require METRIC >= VALUE")
     p.add_argument("--max", action="append", metavar="METRIC=VALUE", help="require METRIC <= VALUE")
     p.set_defaults(func=_guarded(cmd_promote))
@@ -93,7 +103,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("voice", help=VOICE_HELP)
     p.set_defaults(func=_guarded(cmd_rollback))
 
-    p = sub.add_parser("revoke", parents=[common], help="irreversibly withdraw a voice and delete its artifacts")
+    p = sub.add_parser(
+        "revoke", parents=[common], help="irreversibly withdraw a voice and delete its artifacts"
+    )
     p.add_argument("voice", help=VOICE_HELP)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=_guarded(cmd_revoke))
@@ -115,9 +127,13 @@ def add_commands(subparsers: Any) -> None:
         p = sub.add_parser(name, parents=[common], help=helptext)
         if name == "import-peft":
             p.add_argument("peft_dir", type=Path)
-            p.add_argument("--base-version", type=int, required=True, help="tritone-base version it was trained on")
+            p.add_argument(
+                "--base-version", type=int, required=True, help="tritone-base version it was trained on"
+            )
         else:
-            p.add_argument("--base", type=Path, required=True, help="base weights (dir, .safetensors, .ckpt/.pth)")
+            p.add_argument(
+                "--base", type=Path, required=True, help="base weights (dir, .safetensors, .ckpt/.pth)"
+            )
             p.add_argument("--finetuned", type=Path, required=True, help="fine-tuned weights, same layout")
             p.add_argument("--rank", type=int, required=True)
             p.add_argument("--targets", help="regex of module names to adapt (default: every 2-D/3-D weight)")
@@ -136,7 +152,9 @@ def add_commands(subparsers: Any) -> None:
 
     p = sub.add_parser("watch", parents=[common], help="print voice changes as the change feed sees them")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
-    p.add_argument("--polls", type=int, default=0, help="stop after this many polls (default: run until Ctrl-C)")
+    p.add_argument(
+        "--polls", type=int, default=0, help="stop after this many polls (default: run until Ctrl-C)"
+    )
     p.set_defaults(func=_guarded(cmd_watch))
 
 
@@ -200,11 +218,18 @@ def cmd_register(args: argparse.Namespace) -> int:
     from adapters.consent import ConsentRecord
 
     consent = ConsentRecord.load(args.consent) if args.consent else None
-    info = _registry(args).register(args.adapter_dir, consent=consent, run_id=args.run_id, stage=not args.no_stage)
+    info = _registry(args).register(
+        args.adapter_dir, consent=consent, run_id=args.run_id, stage=not args.no_stage
+    )
     staged = " (staging)" if "staging" in info.aliases else ""
     _emit(
         args,
-        {"voice": str(info.voice), "version": info.version, "content_sha256": info.content_sha256, "run_id": info.run_id},
+        {
+            "voice": str(info.voice),
+            "version": info.version,
+            "content_sha256": info.content_sha256,
+            "run_id": info.run_id,
+        },
         f"registered {info.voice} version {info.version}{staged}\n"
         f"  content  {info.content_sha256}\n  run      {info.run_id}\n  base     {info.base}",
     )
@@ -247,7 +272,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     lines.append("aliases  " + (", ".join(f"{k} -> {v}" for k, v in sorted(s.aliases.items())) or "none"))
     if s.consent:
         c = s.consent
-        lines.append(f"consent  {c.id}: speaker {c.speaker!r}, granted by {c.granted_by!r}, scope {c.scope!r}, {c.date}")
+        lines.append(
+            f"consent  {c.id}: speaker {c.speaker!r}, granted by {c.granted_by!r}, scope {c.scope!r}, {c.date}"
+        )
         lines.append(f"         evidence sha256 {c.evidence_sha256}")
     else:
         lines.append("consent  MISSING")
@@ -264,7 +291,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         ]
         for v in details.versions
     ]
-    lines += ["", _table(rows, ["VERSION", "STATE", "ALIASES", "METRICS", "BASE", "CONTENT", "RUN", "CREATED"])]
+    lines += [
+        "",
+        _table(rows, ["VERSION", "STATE", "ALIASES", "METRICS", "BASE", "CONTENT", "RUN", "CREATED"]),
+    ]
     data = {
         "voice": str(s.voice),
         "state": s.state,
@@ -290,7 +320,11 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         "base": r.base.to_dict(),
     }
     via = f" (via @{r.alias})" if r.alias else ""
-    _emit(args, data, f"{r.voice}/{r.version}{via}\n  path     {r.path}\n  content  {r.content_sha256}\n  base     {r.base}")
+    _emit(
+        args,
+        data,
+        f"{r.voice}/{r.version}{via}\n  path     {r.path}\n  content  {r.content_sha256}\n  base     {r.base}",
+    )
     return 0
 
 
@@ -299,9 +333,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     gate = PromotionGate.load(args.gate) if args.gate else PromotionGate.from_env()
     if args.min or args.max:
-        gate = PromotionGate({**gate.minimums, **_metric_pairs(args.min)}, {**gate.maximums, **_metric_pairs(args.max)})
+        gate = PromotionGate(
+            {**gate.minimums, **_metric_pairs(args.min)}, {**gate.maximums, **_metric_pairs(args.max)}
+        )
     p = _registry(args, gate=gate).promote(args.voice, to=args.to, version=args.version)
-    moved = f" (was {p.replaced}" + (", now previous)" if p.alias == "production" else ")") if p.replaced else ""
+    moved = (
+        f" (was {p.replaced}" + (", now previous)" if p.alias == "production" else ")") if p.replaced else ""
+    )
     _emit(args, asdict(p) | {"voice": str(p.voice)}, f"{p.voice}: {p.alias} -> version {p.version}{moved}")
     return 0
 
@@ -337,7 +375,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         asdict(r) | {"voice": str(r.voice)},
         f"revoked {r.voice}: versions {', '.join(map(str, r.versions)) or '-'}; "
         f"aliases removed: {', '.join(r.aliases_removed) or '-'}; artifacts deleted for "
-        f"{len(r.artifacts_deleted)} version(s); {r.local_copies_removed} local cop(ies) removed",
+        f"{len(r.artifacts_deleted)} version(s); local copies removed: {r.local_copies_removed}",
     )
     return 0
 
@@ -350,7 +388,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         raise ValueError("name a version: [TENANT.]NAME/VERSION")
     metrics = _metric_pairs(args.metrics)
     _registry(args).record_metrics(ref.voice, ref.version, metrics)
-    _emit(args, metrics, f"{ref.voice}/{ref.version}: recorded " + ", ".join(f"{k}={v:g}" for k, v in metrics.items()))
+    _emit(
+        args,
+        metrics,
+        f"{ref.voice}/{ref.version}: recorded " + ", ".join(f"{k}={v:g}" for k, v in metrics.items()),
+    )
     return 0
 
 
@@ -402,7 +444,9 @@ def cmd_import_finetune(args: argparse.Namespace) -> int:
     base_state, ft_state = load_state(args.base), load_state(args.finetuned)
     pin = _registry(args).find_base(weights_hash(base_state))
     if pin is None:
-        raise BasePinMismatch(f"{args.base} is not a registered tritone-base; register it first (register-base)")
+        raise BasePinMismatch(
+            f"{args.base} is not a registered tritone-base; register it first (register-base)"
+        )
     out, result = import_finetune(
         base_state,
         ft_state,
@@ -433,7 +477,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         for c in feed.poll():
             aliases = ", ".join(f"{k}->{v}" for k, v in sorted(c.aliases.items())) or "-"
             stamp = time.strftime("%H:%M:%S")
-            print(f"{stamp} {c.kind:8} {c.voice}  aliases {aliases}  latest {c.latest_version or '-'}", flush=True)
+            print(
+                f"{stamp} {c.kind:8} {c.voice}  aliases {aliases}  latest {c.latest_version or '-'}",
+                flush=True,
+            )
         polls += 1
         if args.polls and polls >= args.polls:
             return 0

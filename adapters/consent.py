@@ -48,7 +48,9 @@ class ConsentRecord:
         try:
             dt.date.fromisoformat(self.date)
         except ValueError as exc:
-            raise ConsentMissing(f"consent record: date {self.date!r} is not an ISO date (YYYY-MM-DD)") from exc
+            raise ConsentMissing(
+                f"consent record: date {self.date!r} is not an ISO date (YYYY-MM-DD)"
+            ) from exc
 
     @classmethod
     def from_dict(cls, data: Any) -> ConsentRecord:
@@ -62,7 +64,14 @@ class ConsentRecord:
 
     @classmethod
     def create(
-        cls, *, id: str, speaker: str, granted_by: str, scope: str, evidence_file: str | Path, date: str | None = None
+        cls,
+        *,
+        id: str,
+        speaker: str,
+        granted_by: str,
+        scope: str,
+        evidence_file: str | Path,
+        date: str | None = None,
     ) -> ConsentRecord:
         """A record whose evidence hash is computed from ``evidence_file``."""
         return cls(

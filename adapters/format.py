@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -226,7 +226,7 @@ class Manifest:
         )
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
@@ -340,7 +340,9 @@ def read_manifest(path: str | Path, *, expect_content_sha256: str | None = None)
     """Parse and validate ``manifest.json``; returns it and its sha256 (the content address)."""
     mpath = Path(path) / MANIFEST_FILE
     if not mpath.is_file():
-        raise AdapterFormatError(f"{path}: no {MANIFEST_FILE}; not an adapter directory (or its artifacts are gone)")
+        raise AdapterFormatError(
+            f"{path}: no {MANIFEST_FILE}; not an adapter directory (or its artifacts are gone)"
+        )
     if mpath.stat().st_size > _MAX_MANIFEST_BYTES:
         raise AdapterFormatError(f"{mpath}: manifest is implausibly large")
     raw = mpath.read_bytes()
@@ -388,7 +390,9 @@ def read_adapter(
 ) -> Adapter:
     """Load an adapter directory after verifying hashes, format version, base pin and tensors."""
     root = Path(path)
-    manifest, content = verify_adapter_dir(root, expect_base=expect_base, expect_content_sha256=expect_content_sha256)
+    manifest, content = verify_adapter_dir(
+        root, expect_base=expect_base, expect_content_sha256=expect_content_sha256
+    )
     try:
         tensors = load_file(str(root / ADAPTER_FILE))
         prompt = VoicePrompt.load(root / PROMPT_FILE)
@@ -412,9 +416,10 @@ def read_adapter(
     full = {k[len("full.") :]: v for k, v in tensors.items() if k.startswith("full.")}
     stray = sorted(k for k in tensors if not k.startswith("full."))
     if stray:
-        raise AdapterFormatError(f"{ADAPTER_FILE}: tensors the manifest does not describe: {', '.join(stray)}")
+        raise AdapterFormatError(
+            f"{ADAPTER_FILE}: tensors the manifest does not describe: {', '.join(stray)}"
+        )
     owners = {key.rpartition(".")[0] or key for key in full}
     if owners != set(manifest.modules_to_save):
         raise AdapterFormatError(f"{ADAPTER_FILE}: full tensors do not match the manifest's modules_to_save")
     return Adapter(manifest, lora, full, prompt, content, root)
-

@@ -98,16 +98,26 @@ def parse_voice_id(text: str, default_tenant: str = DEFAULT_TENANT) -> VoiceId:
     return VoiceId(check_name(tenant, "tenant"), check_name(name, "voice"))
 
 
-def parse_voice_ref(text: str, default_tenant: str = DEFAULT_TENANT, default_alias: str = DEFAULT_ALIAS) -> VoiceRef:
+def parse_voice_ref(
+    text: str, default_tenant: str = DEFAULT_TENANT, default_alias: str = DEFAULT_ALIAS
+) -> VoiceRef:
     """``[tenant.]name[@alias|/version]``; no selector means ``@production``."""
     if not isinstance(text, str) or not text:
         raise InvalidName("empty voice reference")
+    try:
+        return _parse_voice_ref(text, default_tenant, default_alias)
+    except InvalidName as exc:
+        raise InvalidName(f"invalid voice reference {text[:80]!r}: {exc}") from None
+
+
+def _parse_voice_ref(text: str, default_tenant: str, default_alias: str) -> VoiceRef:
     if "@" in text:
         voice, _, alias = text.partition("@")
         return VoiceRef(parse_voice_id(voice, default_tenant), alias=check_name(alias, "alias"))
     if "/" in text:
         voice, _, version = text.partition("/")
+        vid = parse_voice_id(voice, default_tenant)  # the voice is checked first: it is what users mistype
         if not re.fullmatch(r"[0-9]{1,9}", version):
             raise InvalidName(f"invalid version {version!r} in {text!r}: expected a positive integer")
-        return VoiceRef(parse_voice_id(voice, default_tenant), version=int(version))
+        return VoiceRef(vid, version=int(version))
     return VoiceRef(parse_voice_id(text, default_tenant), alias=default_alias)

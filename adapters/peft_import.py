@@ -58,7 +58,9 @@ def _refuse_unsupported(config: Mapping[str, Any]) -> None:
             raise AdapterFormatError(f"peft adapter uses {what} ({key}); only plain LoRA converts exactly")
 
 
-def load_peft_adapter(peft_dir: str | Path) -> tuple[dict[str, LoRAWeights], dict[str, Tensor], dict[str, Any]]:
+def load_peft_adapter(
+    peft_dir: str | Path,
+) -> tuple[dict[str, LoRAWeights], dict[str, Tensor], dict[str, Any]]:
     """Read a peft LoRA directory: (LoRA per module, full tensors, a summary of its config)."""
     root = Path(peft_dir)
     try:
@@ -83,7 +85,9 @@ def load_peft_adapter(peft_dir: str | Path) -> tuple[dict[str, LoRAWeights], dic
         if m:
             factors.setdefault(m["module"], {})[m["which"]] = tensor
         elif ".lora_" in name or "lora_magnitude" in name:
-            raise AdapterFormatError(f"peft tensor {key!r} is not a plain LoRA factor (embedding LoRA or DoRA?)")
+            raise AdapterFormatError(
+                f"peft tensor {key!r} is not a plain LoRA factor (embedding LoRA or DoRA?)"
+            )
         else:
             full[name] = tensor  # modules_to_save and trained biases: full replacements
 

@@ -19,6 +19,7 @@ download when the content is not on local disk yet); a warm one is an in-process
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,21 +29,22 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 # Before mlflow is imported: no usage telemetry, no progress bars in logs.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # keeps CLI output (and --json) clean
 
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities.model_registry import ModelVersion, RegisteredModel  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from safetensors.torch import load_file
 
-from adapters.consent import ConsentRecord  # noqa: E402
-from adapters.errors import (  # noqa: E402
+from adapters.consent import ConsentRecord
+from adapters.errors import (
     AdapterError,
     BasePinMismatch,
     ConsentMissing,
@@ -51,7 +53,7 @@ from adapters.errors import (  # noqa: E402
     VoiceNotFound,
     VoiceRevoked,
 )
-from adapters.format import (  # noqa: E402
+from adapters.format import (
     DATA_FILES,
     MANIFEST_FILE,
     BasePin,
@@ -60,8 +62,8 @@ from adapters.format import (  # noqa: E402
     read_manifest,
     verify_adapter_dir,
 )
-from adapters.gate import PromotionGate  # noqa: E402
-from adapters.names import (  # noqa: E402
+from adapters.gate import PromotionGate
+from adapters.names import (
     BASE_MODEL_NAME,
     DEFAULT_TENANT,
     VOICE_MODEL_PREFIX,
@@ -72,9 +74,9 @@ from adapters.names import (  # noqa: E402
     parse_voice_id,
     parse_voice_ref,
 )
-from adapters.store import AdapterStore  # noqa: E402
-from tritone.checkpoints import weights_hash  # noqa: E402
-from tritone.config import data_dir  # noqa: E402
+from adapters.store import AdapterStore
+from tritone.checkpoints import weights_hash
+from tritone.config import data_dir
 
 ADAPTER_EXPERIMENT = "tritone-adapters"
 BASE_EXPERIMENT = "tritone-base"
@@ -137,7 +139,9 @@ class VersionInfo:
         tags = dict(mv.tags or {})
         try:
             base = BasePin(
-                tags.get("base_name", BASE_MODEL_NAME), int(tags["base_version"]), check_sha256(tags["base_sha256"])
+                tags.get("base_name", BASE_MODEL_NAME),
+                int(tags["base_version"]),
+                check_sha256(tags["base_sha256"]),
             )
         except (KeyError, ValueError) as exc:
             raise AdapterError(f"{voice}/{mv.version}: registry entry lacks a valid base pin") from exc
@@ -337,10 +341,14 @@ class AdapterRegistry:
             meta = json.loads((root / "config.json").read_text())
             state = load_file(str(root / "model.safetensors"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise AdapterError(f"{root}: not a weights directory (config.json + model.safetensors): {exc}") from exc
+            raise AdapterError(
+                f"{root}: not a weights directory (config.json + model.safetensors): {exc}"
+            ) from exc
         sha = weights_hash(state)
         if meta.get("weights_sha256") not in (None, sha):
-            raise IntegrityError(f"{root}: model.safetensors does not match the weights_sha256 in config.json")
+            raise IntegrityError(
+                f"{root}: model.safetensors does not match the weights_sha256 in config.json"
+            )
         existing = self.find_base(sha)
         if existing is not None:
             return existing
@@ -376,7 +384,9 @@ class AdapterRegistry:
             mv = self.client.get_model_version(BASE_MODEL_NAME, str(version))
         except MlflowException as exc:
             if _is_not_found(exc):
-                raise BasePinMismatch(f"{BASE_MODEL_NAME} has no version {version}; register the base first") from exc
+                raise BasePinMismatch(
+                    f"{BASE_MODEL_NAME} has no version {version}; register the base first"
+                ) from exc
             raise
         return BasePin(BASE_MODEL_NAME, int(mv.version), (mv.tags or {})["weights_sha256"])
 
@@ -478,16 +488,19 @@ class AdapterRegistry:
                 tags={"voice": str(voice), "tenant": voice.tenant},
             )
             run_id = run.info.run_id
-            for key, value in {
+            params = {
                 "rank": manifest.rank,
                 "alpha": manifest.alpha,
                 "base_version": manifest.base.version,
                 "targets": len(manifest.targets),
                 "source_kind": manifest.source.get("kind", ""),
-            }.items():
-                self.client.log_param(run_id, key, str(value))
-            for key, value in manifest.metrics.items():
-                self.client.log_metric(run_id, key, value)
+            }
+            now = int(time.time() * 1000)
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, now, 0) for k, v in manifest.metrics.items()],
+                params=[Param(k, str(v)) for k, v in params.items()],
+            )
         else:
             self.client.get_run(run_id)  # fails clearly on an unknown run id
         with tempfile.TemporaryDirectory() as tmp:
@@ -533,7 +546,13 @@ class AdapterRegistry:
     def show(self, voice: str | VoiceId) -> VoiceDetails:
         vid = self._voice_id(voice)
         summary = voice_summary(self._registered(vid))
-        return VoiceDetails(summary, [VersionInfo.from_mlflow(vid, mv) for mv in self._versions(vid)])
+        versions = []
+        for mv in self._versions(vid):
+            info = VersionInfo.from_mlflow(vid, mv)
+            # Search results carry no aliases; the registered model's alias map is authoritative.
+            aliases = tuple(sorted(a for a, v in summary.aliases.items() if v == info.version))
+            versions.append(dataclasses.replace(info, aliases=aliases))
+        return VoiceDetails(summary, versions)
 
     # ---------------------------------------------------------------------------------------
     # resolve
@@ -572,7 +591,9 @@ class AdapterRegistry:
         if self.serving_base is not None:  # the manifest's own pin, not just the registry tag
             manifest, _ = read_manifest(path, expect_content_sha256=info.content_sha256)
             check_base(manifest.base, self.serving_base)
-        return ResolvedVoice(ref.voice, info.version, ref.alias, info.content_sha256, path, info.base, info.run_id)
+        return ResolvedVoice(
+            ref.voice, info.version, ref.alias, info.content_sha256, path, info.base, info.run_id
+        )
 
     def _explain_missing(self, ref: VoiceRef) -> AdapterError:
         try:
@@ -615,12 +636,16 @@ class AdapterRegistry:
         if summary.consent is None:
             reasons.append("no consent record is stored for the voice")
         elif summary.consent.id != info.consent_id:
-            reasons.append(f"version was made under consent {info.consent_id!r}, voice's record is {summary.consent.id!r}")
+            reasons.append(
+                f"version was made under consent {info.consent_id!r}, voice's record is {summary.consent.id!r}"
+            )
         if to == "production":
             reasons += self.gate.failures(info.metrics)
         if reasons:
             raise PromotionRefused(
-                f"refusing to promote {vid}/{version} to {to}: " + "; ".join(reasons) + f" (gate: {self.gate.describe()})",
+                f"refusing to promote {vid}/{version} to {to}: "
+                + "; ".join(reasons)
+                + f" (gate: {self.gate.describe()})",
                 reasons,
             )
         current = summary.aliases.get(to)

@@ -90,7 +90,9 @@ def svd_import(
         )
     for key, t in base.items():
         if tuple(finetuned[key].shape) != tuple(t.shape):
-            raise AdapterError(f"{key}: fine-tune shape {tuple(finetuned[key].shape)} != base {tuple(t.shape)}")
+            raise AdapterError(
+                f"{key}: fine-tune shape {tuple(finetuned[key].shape)} != base {tuple(t.shape)}"
+            )
     pattern = re.compile(targets) if targets is not None else None
     generator = torch.Generator().manual_seed(seed)
 
@@ -108,12 +110,16 @@ def svd_import(
         if not bool(delta.any()):
             continue
         module = key[: -len(".weight")] if key.endswith(".weight") else None
-        adaptable = module is not None and w.dim() in (2, 3) and (pattern is None or bool(pattern.fullmatch(module)))
+        adaptable = (
+            module is not None and w.dim() in (2, 3) and (pattern is None or bool(pattern.fullmatch(module)))
+        )
         if module is not None and adaptable:
             a, b, rel_err = _low_rank(delta.reshape(w.shape[0], -1), rank)
             r = a.shape[0]
             if w.dim() == 3:
-                weights = LoRAWeights(a.reshape(r, w.shape[1], w.shape[2]).float(), b[:, :, None].float(), float(r))
+                weights = LoRAWeights(
+                    a.reshape(r, w.shape[1], w.shape[2]).float(), b[:, :, None].float(), float(r)
+                )
             else:
                 weights = LoRAWeights(a.float(), b.float(), float(r))
             lora[module] = weights

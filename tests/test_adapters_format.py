@@ -61,7 +61,13 @@ def test_round_trip_and_content_address(tmp_path: Path, base: nn.Module, pin: Ba
     adapter = read_adapter(out, expect_base=pin)
     m = adapter.manifest
     assert (m.voice, m.tenant, m.rank, m.base, m.format_version) == ("alice", "acme", 3, pin, 1)
-    assert set(m.targets) == {"pre", "blocks.0.q_proj", "blocks.0.v_proj", "blocks.1.q_proj", "blocks.1.v_proj"}
+    assert set(m.targets) == {
+        "pre",
+        "blocks.0.q_proj",
+        "blocks.0.v_proj",
+        "blocks.1.q_proj",
+        "blocks.1.v_proj",
+    }
     assert m.targets["pre"].kind == "conv1d" and m.targets["blocks.0.q_proj"].kind == "linear"
     assert m.modules_to_save == ["head"] and set(adapter.full) == set(full)
     assert m.metrics == {"speaker_similarity": 0.91, "wer": 0.04} and m.consent_id == "consent-0001"
@@ -77,21 +83,25 @@ def test_round_trip_and_content_address(tmp_path: Path, base: nn.Module, pin: Ba
 
 
 @pytest.mark.parametrize("victim", [ADAPTER_FILE, PROMPT_FILE])
-def test_flipped_byte_is_refused_naming_the_file(tmp_path: Path, base: nn.Module, pin: BasePin, victim: str) -> None:
+def test_flipped_byte_is_refused_naming_the_file(
+    tmp_path: Path, base: nn.Module, pin: BasePin, victim: str
+) -> None:
     out = make_adapter(tmp_path / "a", base, pin, voice="alice")
     flip_byte(out / victim)
     with pytest.raises(IntegrityError, match=victim.replace(".", r"\.")):
         read_adapter(out)
 
 
-def test_altered_manifest_is_refused_against_the_registered_hash(tmp_path: Path, base: nn.Module, pin: BasePin) -> None:
+def test_altered_manifest_is_refused_against_the_registered_hash(
+    tmp_path: Path, base: nn.Module, pin: BasePin
+) -> None:
     out = make_adapter(tmp_path / "a", base, pin, voice="alice")
     content = read_adapter(out).content_sha256
     data = json.loads((out / MANIFEST_FILE).read_text())
     data["metrics"]["speaker_similarity"] = 0.99  # inflate a metric: hashes of the files still match
     (out / MANIFEST_FILE).write_text(json.dumps(data))
     read_adapter(out)  # self-consistent on its own...
-    with pytest.raises(IntegrityError, match="manifest.json"):
+    with pytest.raises(IntegrityError, match=r"manifest\.json"):
         read_adapter(out, expect_content_sha256=content)  # ...but not what was registered
 
 
@@ -289,8 +299,16 @@ def test_svd_import_recovers_exact_rank_deltas(tmp_path: Path, base: nn.Module, 
     from adapters.svd_import import import_finetune, svd_import
 
     finetuned = _finetune_with_rank(base, 3, seed=5)
-    result = svd_import(base.state_dict(), finetuned, 3, targets=r"pre|blocks\.\d+\.(q|v)_proj", keep_other=True)
-    assert set(result.lora) == {"pre", "blocks.0.q_proj", "blocks.0.v_proj", "blocks.1.q_proj", "blocks.1.v_proj"}
+    result = svd_import(
+        base.state_dict(), finetuned, 3, targets=r"pre|blocks\.\d+\.(q|v)_proj", keep_other=True
+    )
+    assert set(result.lora) == {
+        "pre",
+        "blocks.0.q_proj",
+        "blocks.0.v_proj",
+        "blocks.1.q_proj",
+        "blocks.1.v_proj",
+    }
     assert result.report["max_rel_error"] < 1e-5
     assert result.report["max_output_rel_diff"] < 1e-5
     assert result.full.keys() == {"head.bias"} and result.report["kept_full"] == ["head.bias"]
@@ -323,7 +341,11 @@ def test_svd_import_recovers_exact_rank_deltas(tmp_path: Path, base: nn.Module, 
     assert source["kind"] == "svd-import" and source["max_rel_error"] < 1e-5
     assert source["model_output"]["rel_diff"] < 1e-5
     with torch.no_grad():
-        assert torch.allclose(apply_adapter(make_standin(0), adapter)(torch.ones(1, 4, 9)), probe_model(finetuned)(torch.ones(1, 4, 9)), atol=1e-5)
+        assert torch.allclose(
+            apply_adapter(make_standin(0), adapter)(torch.ones(1, 4, 9)),
+            probe_model(finetuned)(torch.ones(1, 4, 9)),
+            atol=1e-5,
+        )
 
 
 def probe_model(state: dict[str, torch.Tensor]) -> nn.Module:
@@ -377,7 +399,7 @@ def test_svd_import_refuses_a_different_base(base: nn.Module, pin: BasePin, tmp_
         )
     bigger = dict(finetuned)
     bigger["head.weight"] = torch.zeros(6, 16)
-    with pytest.raises(AdapterError, match="head.weight"):
+    with pytest.raises(AdapterError, match=r"head\.weight"):
         svd_import(base.state_dict(), bigger, 2)
     with pytest.raises(AdapterError, match="missing"):
         svd_import(base.state_dict(), {k: v for k, v in finetuned.items() if k != "head.bias"}, 2)
@@ -386,5 +408,5 @@ def test_svd_import_refuses_a_different_base(base: nn.Module, pin: BasePin, tmp_
 def test_verify_detects_missing_files(tmp_path: Path, base: nn.Module, pin: BasePin) -> None:
     out = make_adapter(tmp_path / "a", base, pin, voice="alice")
     (out / PROMPT_FILE).unlink()
-    with pytest.raises(IntegrityError, match="voice_prompt.safetensors is missing"):
+    with pytest.raises(IntegrityError, match=r"voice_prompt\.safetensors is missing"):
         verify_adapter_dir(out)

@@ -15,6 +15,7 @@ import soundfile as sf
 
 from training import cli as data_cli
 from training.data import read_list
+from training.quality import analyse_clip
 from training.demo import DEFAULT_VOICES, EXTRA_VOICES, SPLITS, DemoCorpus, build_demo_corpus, engines
 from training.demo.engines import MissingDependencyError, check_dependencies, pinyin_for_espeak
 from training.demo.sentences import load_sentences, split_sentences
@@ -51,6 +52,11 @@ def test_tiny_build_writes_valid_32k_clips(tiny: DemoCorpus) -> None:
         peak_db = 20 * np.log10(np.max(np.abs(audio)))
         assert peak_db == pytest.approx(-3.0, abs=0.1)
         assert row["sha256"] == hashlib.sha256((tiny.root / row["wav"]).read_bytes()).hexdigest()
+        quality = analyse_clip(audio, 32_000)
+        assert not quality.exclude, quality.describe()
+        assert 0.1 <= quality.leading_silence_s <= 0.5 and 0.05 <= quality.trailing_silence_s <= 0.5, (
+            quality.describe()
+        )
     assert not list(tiny.root.glob("raw-*")), "scratch folder left behind"
 
 

@@ -71,11 +71,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -146,7 +156,13 @@ def _new_voice(
 ) -> tuple[str, Any]:  # fmt: skip
     name = voice or _unique()
     adapter = make_adapter(
-        tmp_path / f"{name}-{seed}", make_standin(0), backend.pin, voice=name, tenant=tenant, seed=seed, metrics=metrics
+        tmp_path / f"{name}-{seed}",
+        make_standin(0),
+        backend.pin,
+        voice=name,
+        tenant=tenant,
+        seed=seed,
+        metrics=metrics,
     )
     info = reg.register(adapter, consent=demo_consent() if consent else None)
     return f"{tenant}.{name}", info
@@ -183,6 +199,7 @@ def test_register_resolve_promote_rollback_revoke(backend: Backend, tmp_path: Pa
     assert (back.version, back.replaced) == (1, 2)
     details = reg.show(voice)
     assert details.summary.aliases == {"staging": 2, "production": 1}
+    assert [v.aliases for v in details.versions] == [("production",), ("staging",)]
     assert [v.state for v in details.versions] == ["active", "rolled_back"]
     assert reg.resolve(voice).version == 1
     with pytest.raises(VoiceNotFound, match="no previous"):
@@ -247,7 +264,7 @@ def test_promotion_gate_and_consent(backend: Backend, tmp_path: Path) -> None:
     voice, _ = _new_voice(backend, reg, tmp_path, seed=1)
     reg.promote(voice)
     name = voice.split(".")[1]
-    _, weak = _new_voice(backend, reg, tmp_path, voice=name, seed=2, metrics={"speaker_similarity": 0.5, "wer": 0.3})
+    _new_voice(backend, reg, tmp_path, voice=name, seed=2, metrics={"speaker_similarity": 0.5, "wer": 0.3})
     with pytest.raises(PromotionRefused) as refused:
         reg.promote(voice)
     assert refused.value.reasons == ["speaker_similarity 0.5 < 0.8", "wer 0.3 > 0.1"]
@@ -309,7 +326,7 @@ def test_corrupted_artifact_is_refused_and_nothing_served(backend: Backend, tmp_
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="adapter.safetensors"):
+    with pytest.raises(IntegrityError, match=r"adapter\.safetensors"):
         reg.resolve(f"{voice}@staging")
     assert reg.store.list() == [] and list((reg.store.root / "tmp").iterdir()) == []
 
@@ -435,7 +452,12 @@ def test_change_feed_reports_changes_and_revocations(backend: Backend, tmp_path:
     assert feed.poll() == []
     voice, _ = _new_voice(backend, reg, tmp_path, tenant=tenant)
     [added] = feed.poll()
-    assert (str(added.voice), added.kind, added.aliases, added.latest_version) == (voice, "added", {"staging": 1}, 1)
+    assert (str(added.voice), added.kind, added.aliases, added.latest_version) == (
+        voice,
+        "added",
+        {"staging": 1},
+        1,
+    )
     assert feed.poll() == []
     reg.promote(voice)
     [changed] = feed.poll()
@@ -471,7 +493,9 @@ def test_change_feed_reports_changes_and_revocations(backend: Backend, tmp_path:
 
 
 def test_gate_from_env_and_file(tmp_path: Path) -> None:
-    gate = PromotionGate.from_env({"TRITONE_GATE_MIN_SPEAKER_SIMILARITY": "0.9", "TRITONE_GATE_MAX_RTF": "0.5"})
+    gate = PromotionGate.from_env(
+        {"TRITONE_GATE_MIN_SPEAKER_SIMILARITY": "0.9", "TRITONE_GATE_MAX_RTF": "0.5"}
+    )
     assert gate.minimums == {"speaker_similarity": 0.9} and gate.maximums == {"wer": 0.25, "rtf": 0.5}
     assert gate.failures({"speaker_similarity": 0.95, "wer": 0.1, "rtf": 0.2}) == []
     assert gate.failures({"speaker_similarity": 0.95, "wer": 0.1}) == ["rtf is missing (gate needs <= 0.5)"]

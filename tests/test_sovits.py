@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from tritone.models.sovits import SoVITS, SoVITSConfig
 from tritone.models.vocoder import Vocoder, VocoderConfig
 
 # upstream GPT_SoVITS/configs/s2.json, the sections a config reads
-S2_JSON = {
+S2_JSON: dict[str, Any] = {
     "train": {"segment_size": 20480, "text_low_lr_rate": 0.4},
     "data": {
         "max_wav_value": 32768.0,
@@ -112,7 +113,7 @@ def test_extract_latent_is_nearest_code_at_25hz() -> None:
     codes = model.extract_latent(ssl)
     assert codes.shape == (2, 20) and codes.dtype == torch.long
     x = model.ssl_proj(ssl).transpose(1, 2)  # [B, 20, D]
-    book = model.quantizer.layers[0].embed
+    book = model.quantizer.codebooks[0].embed
     brute = torch.cdist(x, book.expand(2, -1, -1)).argmin(-1)
     assert torch.equal(codes, brute)
     assert codes.unique().numel() > 5
@@ -130,7 +131,7 @@ def test_quantizer_training_updates_codebook_and_passes_gradients() -> None:
     q = model.quantizer.train()
     x = torch.randn(2, 32, 60, requires_grad=True)
     out, codes, loss = q(x)
-    cb = q.layers[0]
+    cb = q.codebooks[0]
     assert bool(cb.inited) and codes.shape == (1, 2, 60)
     assert loss.item() > 0
     assert torch.isfinite(out).all()
@@ -278,17 +279,21 @@ def test_remove_weight_norm_keeps_outputs() -> None:
     model = make_tiny()
     codes, code_lens, phones, phone_lens = _batch(_rows())
     ge = model.ref_embedding(rand_refer(3))
-    kw = {"noise_scale": 0.0}
-    before = model.decode_latent(codes, code_lens, phones, phone_lens, ge, **kw)[0]
+    before = model.decode_latent(codes, code_lens, phones, phone_lens, ge, noise_scale=0.0)[0]
     model.remove_weight_norm()
     assert not any("parametrizations" in k for k in model.state_dict())
-    torch.testing.assert_close(model.decode_latent(codes, code_lens, phones, phone_lens, ge, **kw)[0], before)
+    torch.testing.assert_close(
+        model.decode_latent(codes, code_lens, phones, phone_lens, ge, noise_scale=0.0)[0], before
+    )
 
 
 # -- training forward --------------------------------------------------------------------------
 
 
-def _train_batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
+TrainBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _train_batch(seed: int = 0) -> TrainBatch:
     g = torch.Generator().manual_seed(seed)
     ssl = torch.randn(2, 32, 40, generator=g)
     spec = torch.rand(2, 1025, 40, generator=g)
@@ -301,7 +306,7 @@ def _train_batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
 def test_forward_train_outputs_and_gradients() -> None:
     model = make_tiny().train()
     ssl, spec, spec_lens, phones, phone_lens = _train_batch()
-    book = model.quantizer.layers[0].embed.clone()
+    book = model.quantizer.codebooks[0].embed.clone()
     out = model.forward_train(
         ssl, spec, spec_lens, phones, phone_lens, generator=torch.Generator().manual_seed(0)
     )
@@ -323,17 +328,17 @@ def test_forward_train_outputs_and_gradients() -> None:
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(name)]
         assert grads and all(g is not None for g in grads), name
     assert model.ssl_proj.weight.grad is None  # frozen quantizer (upstream fine-tuning)
-    assert torch.equal(book, model.quantizer.layers[0].embed)
+    assert torch.equal(book, model.quantizer.codebooks[0].embed)
 
 
 def test_forward_train_unfrozen_quantizer_learns() -> None:
     cfg = dataclasses.replace(SoVITSConfig.tiny(), freeze_quantizer=False)
     model = make_tiny(config=cfg).train()
-    book = model.quantizer.layers[0].embed.clone()
+    book = model.quantizer.codebooks[0].embed.clone()
     out = model.forward_train(*_train_batch())
     (out.commit_loss + out.m_p.pow(2).mean()).backward()
     assert model.ssl_proj.weight.grad is not None and model.ssl_proj.weight.grad.abs().sum() > 0
-    assert not torch.equal(book, model.quantizer.layers[0].embed)
+    assert not torch.equal(book, model.quantizer.codebooks[0].embed)
 
 
 def test_inference_model_has_no_posterior() -> None:

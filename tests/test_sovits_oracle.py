@@ -59,7 +59,7 @@ def _m() -> ModuleType:
     return oracle.s2_module()
 
 
-def oracle_net(hps: dict[str, Any], version: str = "v1") -> nn.Module:
+def oracle_net(hps: dict[str, Any], version: str = "v1") -> Any:
     """Upstream SynthesizerTrn. The oracle is v1 code; upstream v2 differs only in the phone table
     (732 rows) and the reference encoder's input (704 bins), so v2 swaps exactly those two."""
     m = _m()
@@ -93,7 +93,7 @@ def configs(hps: dict[str, Any], version: str) -> tuple[SoVITSConfig, VocoderCon
 
 
 @pytest.fixture(scope="module")
-def pair_v1() -> tuple[nn.Module, dict[str, torch.Tensor], SoVITS, Vocoder]:
+def pair_v1() -> tuple[Any, dict[str, torch.Tensor], SoVITS, Vocoder]:
     torch.manual_seed(0)
     net = oracle_net(SMALL).eval()
     sd = randomize(net, 1)
@@ -125,7 +125,7 @@ def _ours_decode(
 
 
 @pytest.fixture(scope="module")
-def full_v1() -> nn.Module:
+def full_v1() -> Any:
     torch.manual_seed(0)
     return oracle_net(FULL)
 
@@ -135,7 +135,7 @@ def _count_ours(cfg: SoVITSConfig, posterior: bool = True) -> tuple[int, int]:
         return SoVITS(cfg, posterior=posterior).num_params(), count_params(Vocoder(VocoderConfig()))
 
 
-def test_param_counts_match_upstream_v1(full_v1: nn.Module) -> None:
+def test_param_counts_match_upstream_v1(full_v1: Any) -> None:
     upstream = count_params(full_v1)
     s2, voc = _count_ours(SoVITSConfig.v1())
     assert s2 + voc == upstream == 51_272_448  # 51.27 M
@@ -146,7 +146,7 @@ def test_param_counts_match_upstream_v1(full_v1: nn.Module) -> None:
     assert s2_inference + voc == 40_778_112  # what inference/export loads
 
 
-def test_param_counts_match_upstream_v2(full_v1: nn.Module) -> None:
+def test_param_counts_match_upstream_v2(full_v1: Any) -> None:
     # upstream v2 = v1 with a 732-row phone table and a reference encoder over 704 bins
     m = _m()
     delta = count_params(nn.Embedding(732, 192)) - count_params(full_v1.enc_p.text_embedding)
@@ -160,7 +160,7 @@ def test_param_counts_match_upstream_v2(full_v1: nn.Module) -> None:
     assert s2_inference + voc == 40_815_744
 
 
-def test_key_map_defaults_to_full_configs(full_v1: nn.Module) -> None:
+def test_key_map_defaults_to_full_configs(full_v1: Any) -> None:
     released = {k: v for k, v in full_v1.state_dict().items() if not k.startswith("enc_q.")}
     s2, dec = sovits_state_dict_from_upstream(released, "v1")  # checked against v1() / VocoderConfig()
     assert not any(k.startswith("enc_q.") for k in s2)

@@ -89,3 +89,17 @@ def test_syllable_phones(syllable: str, phones: list[str]) -> None:
 def test_invalid_syllable() -> None:
     assert syllable_phones("xyz3") is None
     assert syllable_phones("hao") is None
+
+
+def test_every_pypinyin_reading_has_phones() -> None:
+    # Any character the normaliser keeps must map: check every reading pypinyin knows.
+    from pypinyin.contrib.tone_convert import to_tone3
+    from pypinyin.phrases_dict import phrases_dict
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    readings = {r for value in pinyin_dict.values() for r in value.split(",")}
+    readings |= {r for value in phrases_dict.values() for syllables in value for r in syllables}
+    unmapped = sorted(
+        r for r in readings if syllable_phones(to_tone3(r, neutral_tone_with_five=True)) is None
+    )
+    assert unmapped == []

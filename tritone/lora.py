@@ -201,13 +201,17 @@ class _MultiLoRALayer(nn.Module):
     """Common bank bookkeeping; the base weight and bias stay under their original names."""
 
     kind: LoRAKind
+    weight: Tensor
+    bias: Tensor | None
     lora_A: Tensor
     lora_B: Tensor
     lora_scales: Tensor
 
-    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None, selector: SlotSelector) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, selector: SlotSelector) -> None:
         super().__init__()
         # Same parameter objects, same names: the state dict (and its weights hash) is unchanged.
+        if not isinstance(weight, nn.Parameter) or not (bias is None or isinstance(bias, nn.Parameter)):
+            raise LoRAError("the wrapped layer's weight and bias must be parameters")
         self.weight = weight
         self.register_parameter("bias", bias)
         self.selector = selector
@@ -285,7 +289,8 @@ class MultiLoRALinear(_MultiLoRALayer):
     def to_base(self) -> nn.Linear:
         """A plain nn.Linear sharing this layer's weight and bias."""
         base = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        base.weight, base.bias = self.weight, self.bias
+        base.weight = self.weight
+        base.register_parameter("bias", self.bias)  # type: ignore[arg-type]  # checked in __init__
         return base
 
     def extra_repr(self) -> str:
@@ -307,7 +312,11 @@ class MultiLoRAConv1d(_MultiLoRALayer):
         super().__init__(base.weight, base.bias, selector or SlotSelector())
         self.in_channels, self.out_channels = base.in_channels, base.out_channels
         self.kernel_size = int(base.kernel_size[0])
-        self.stride, self.padding, self.dilation = int(base.stride[0]), int(base.padding[0]), int(base.dilation[0])
+        self.stride, self.padding, self.dilation = (
+            int(base.stride[0]),
+            int(base.padding[0]),
+            int(base.dilation[0]),
+        )
         self._init_bank(
             (bank_size, max_rank, base.in_channels, self.kernel_size),
             (bank_size, base.out_channels, max_rank),
@@ -343,7 +352,8 @@ class MultiLoRAConv1d(_MultiLoRALayer):
             bias=self.bias is not None,
             device="meta",
         )
-        base.weight, base.bias = self.weight, self.bias
+        base.weight = self.weight
+        base.register_parameter("bias", self.bias)  # type: ignore[arg-type]  # checked in __init__
         return base
 
     def extra_repr(self) -> str:
@@ -385,7 +395,12 @@ class LoRABank:
     """The adapter bank of one wrapped model: load/clear slots and select slots per forward."""
 
     def __init__(
-        self, model: nn.Module, layers: dict[str, MultiLoRALayer], selector: SlotSelector, bank_size: int, max_rank: int
+        self,
+        model: nn.Module,
+        layers: dict[str, MultiLoRALayer],
+        selector: SlotSelector,
+        bank_size: int,
+        max_rank: int,
     ) -> None:
         self.model = model
         self.layers = layers
@@ -462,7 +477,9 @@ def wrap_lora(model: nn.Module, targets: str | Sequence[str], bank_size: int, ma
         elif isinstance(targets, str):
             continue  # a regex may also match containers; only leaf layers are wrapped
         else:
-            raise LoRAError(f"target {name} is a {type(module).__name__}; only nn.Linear and nn.Conv1d take a LoRA")
+            raise LoRAError(
+                f"target {name} is a {type(module).__name__}; only nn.Linear and nn.Conv1d take a LoRA"
+            )
         _set_submodule(model, name, wrapped)
         layers[name] = wrapped
     if not layers:

@@ -10,8 +10,8 @@ Layout of the output folder:
     heldout_eval.list     held-out speakers x held-out sentences       (adapter evaluation)
     wavs/<voice>/<voice>_<sentence>.wav   32 kHz mono 16-bit
 
-Each clip: engine audio → silence trimmed to 0.15 s margins → sox pitch shift (variants only)
-→ resampled to 32 kHz (polyphase) → peak normalised to -3 dBFS → 16-bit PCM. Nothing random
+Each clip: engine audio → sox pitch shift (variants only) → leading/trailing silence set to
+0.15 s → resampled to 32 kHz (polyphase) → peak normalised to -3 dBFS → 16-bit PCM. Nothing random
 happens after the seeded sentence split, so a rebuild with the same package versions gives
 the same bytes.
 """
@@ -52,8 +52,8 @@ EVAL_FRACTION = 0.1
 TARGET_PEAK = 10 ** (-3.0 / 20.0)  # -3 dBFS
 TRIM_THRESHOLD_DB = -45.0  # relative to the loudest 10 ms frame
 TRIM_MARGIN_S = 0.15
-FESTIVAL_BATCH = 40
-FORMAT_VERSION = 1
+FESTIVAL_BATCH = 25
+FORMAT_VERSION = 1  # bump whenever a change alters the output bytes, so old builds are not reused
 
 SPLITS: dict[str, str] = {
     "train": "speakers the base model trains on, training sentences",
@@ -210,7 +210,11 @@ def _reusable(root: Path, options: dict[str, Any], software: dict[str, Any]) -> 
         rows = corpus.utterances()
     except (OSError, ValueError):
         return None
-    if manifest.get("options") != options or manifest.get("software") != software:
+    if (
+        manifest.get("format_version") != FORMAT_VERSION
+        or manifest.get("options") != options
+        or manifest.get("software") != software
+    ):
         return None
     if len(rows) != manifest.get("utterances") or not all((root / r["wav"]).is_file() for r in rows):
         return None
@@ -259,7 +263,8 @@ def _synthesise_raw(
     for v in voices:
         bases.setdefault(v.base_key, v)
     jobs: list[Callable[[], None]] = []
-    for base in bases.values():
+    # Festival batches are the longest jobs: start them first so they do not trail at the end.
+    for base in sorted(bases.values(), key=lambda b: b.engine != "festival"):
         train, evals = sentence_sets[base.lang]
         todo = [(s.text, _raw_path(raw_dir, base, s)) for s in train + evals]
         if base.engine == "festival":
@@ -278,7 +283,10 @@ def _synthesise_raw(
 
 def trim_silence(x: np.ndarray, sample_rate: int, *, threshold_db: float = TRIM_THRESHOLD_DB,
                  margin_s: float = TRIM_MARGIN_S) -> np.ndarray:  # fmt: skip
-    """Cut leading/trailing silence, keeping `margin_s` around the first and last loud 10 ms frame."""
+    """Leading/trailing silence set to `margin_s` around the first and last loud 10 ms frame."""
+    margin = round(margin_s * sample_rate)
+    # Pad first, so engines that start speaking at once still get the full margin.
+    x = np.concatenate([np.zeros(margin), x, np.zeros(margin)])
     hop = max(1, sample_rate // 100)
     n_frames = len(x) // hop
     if n_frames == 0:
@@ -286,7 +294,6 @@ def trim_silence(x: np.ndarray, sample_rate: int, *, threshold_db: float = TRIM_
     power = np.mean(x[: n_frames * hop].reshape(n_frames, hop) ** 2, axis=1)
     db = 10.0 * np.log10(np.maximum(power, 1e-20))
     loud = np.flatnonzero(db > db.max() + threshold_db)
-    margin = round(margin_s * sample_rate)
     start = max(0, int(loud[0]) * hop - margin)
     end = min(len(x), (int(loud[-1]) + 1) * hop + margin)
     return x[start:end]
@@ -379,8 +386,9 @@ def _manifest(
         "channels": 1,
         "sample_format": "PCM_16",
         "processing": (
-            f"engine audio -> silence trimmed to {TRIM_MARGIN_S} s margins ({TRIM_THRESHOLD_DB:.0f} dB) -> sox pitch"
-            f" (variants) -> polyphase resampling to {SAMPLE_RATE} Hz -> peak -3 dBFS -> 16-bit PCM"
+            f"engine audio -> sox pitch (variants) -> leading/trailing silence set to {TRIM_MARGIN_S} s"
+            f" ({TRIM_THRESHOLD_DB:.0f} dB re loudest 10 ms) -> polyphase resampling to {SAMPLE_RATE} Hz"
+            " -> peak -3 dBFS -> 16-bit PCM"
         ),
         "seed": options["seed"],
         "options": options,

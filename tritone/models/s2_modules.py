@@ -170,7 +170,8 @@ def check_state_dict(sd: Mapping[str, Tensor], model: nn.Module, where: str) -> 
 
 
 def init_normal_(module: nn.Module, std: float = 0.01) -> None:
-    """Upstream's init for generator convs: N(0, std) weights on every conv layer."""
+    """N(0, std) weights on every conv under `module` (HiFi-GAN's generator init). Call it before
+    `weight_norm`, so the normalised weight starts from it."""
     for m in module.modules():
         if isinstance(m, nn.Conv1d | nn.ConvTranspose1d):
             with torch.no_grad():

@@ -141,11 +141,12 @@ class ResidualVectorQuantizer(nn.Module):
             for _ in range(n_q)
         )
 
-    def _codebooks(self) -> list[EMACodebook]:
+    @property
+    def codebooks(self) -> list[EMACodebook]:
         return [layer for layer in self.layers if isinstance(layer, EMACodebook)]
 
     def _check_ready(self) -> None:
-        for i, cb in enumerate(self._codebooks()):
+        for i, cb in enumerate(self.codebooks):
             if not cb.is_initialised:
                 raise RuntimeError(
                     f"quantizer codebook {i} is not initialised: load trained weights "
@@ -164,7 +165,7 @@ class ResidualVectorQuantizer(nn.Module):
         codes, losses = [], []
         if not self.training:
             self._check_ready()
-        for cb in self._codebooks():
+        for cb in self.codebooks:
             if self.training and not cb.is_initialised:
                 cb.init_(residual.detach())
             idx = cb.nearest(residual.detach())  # [N]
@@ -186,7 +187,7 @@ class ResidualVectorQuantizer(nn.Module):
         B, D, T = x.shape
         residual = x.transpose(1, 2).reshape(B * T, D)
         codes = []
-        for cb in self._codebooks():
+        for cb in self.codebooks:
             idx = cb.nearest(residual)
             residual = residual - cb.lookup(idx)
             codes.append(idx.view(B, T))
@@ -194,7 +195,7 @@ class ResidualVectorQuantizer(nn.Module):
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes [n_q', B, T] (n_q' <= n_q) -> quantized [B, D, T] (sum of the codebooks' vectors)."""
-        cbs = self._codebooks()
+        cbs = self.codebooks
         out = cbs[0].lookup(codes[0])
         for cb, c in zip(cbs[1:], codes[1:]):
             out = out + cb.lookup(c)

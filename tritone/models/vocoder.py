@@ -190,6 +190,7 @@ class Vocoder(nn.Module):
                 self.resblocks.append(block(ch // 2 ** (i + 1), rk, rd))
         self.conv_post = nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), 1, 7, 1, padding=3, bias=False)
         self.cond: nn.Conv1d | None = nn.Conv1d(cfg.gin_channels, ch, 1) if cfg.gin_channels else None
+        self._receptive_field = receptive_field_frames(cfg)
 
     @property
     def hop_length(self) -> int:
@@ -198,7 +199,7 @@ class Vocoder(nn.Module):
     @property
     def receptive_field(self) -> tuple[int, int]:
         """(left, right) context in z frames; see `receptive_field_frames`."""
-        return receptive_field_frames(self.config)
+        return self._receptive_field
 
     def forward(self, z: Tensor, ge: Tensor | None = None) -> Tensor:
         x = self.conv_pre(z)  # [B, C0, T]

@@ -24,8 +24,16 @@ _REPEATED_PUNCT = re.compile(r"([!?…,.\-])[!?…,.\-]+")
 
 def canonical(text: str) -> str:
     """Unicode compatibility forms → plain ones: full-width ASCII, ligatures (ﬁ), styled
-    letters (𝔢), superscripts (²), vulgar fractions (½ → 1/2), ℃ → °C."""
-    return unicodedata.normalize("NFKC", text).replace("\u2044", "/")
+    letters (𝔢), superscripts (²), vulgar fractions (½ → 1/2), ℃ → °C, and decimal digits
+    of any script (٣) → ASCII digits."""
+    text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")
+    return "".join(_ascii_digit(ch) for ch in text)
+
+
+def _ascii_digit(ch: str) -> str:
+    if ch.isascii() or not ch.isdecimal():
+        return ch
+    return str(unicodedata.decimal(ch))
 
 
 def strip_accents(text: str) -> str:

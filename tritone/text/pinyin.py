@@ -30,7 +30,7 @@ _FINAL_SET = frozenset(ZH_FINALS)
 
 # Interjection syllables (syllabic nasals, ê) that have no opencpop phones: read as the
 # nearest ordinary syllable.
-_NEAREST_SYLLABLE = {"m": "mu", "n": "en", "ng": "en", "hm": "hen", "hng": "heng", "ê": "ei"}
+_NEAREST_SYLLABLE = {"m": "mu", "n": "en", "ng": "en", "hm": "hen", "hng": "heng", "ê": "ei", "wong": "weng"}
 
 
 @cache
