@@ -173,7 +173,7 @@ def test_only_text_errors_escape(fe: TextFrontend) -> None:
 
 
 def test_a_full_paragraph_is_fast(fe: TextFrontend) -> None:
-    fe.process("热身。", "zh")
+    fe.warmup()
     text = "我们在2024年3月5日去了北京，看到了很多有意思的东西。On March 5th we saw 12 things! " * 20
     start = time.perf_counter()
     segs = fe.segments(text[:2000], "auto")

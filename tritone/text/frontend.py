@@ -223,6 +223,10 @@ class TextFrontend:
 
     # -- public ------------------------------------------------------------------------
 
+    def warmup(self) -> None:
+        """Load the lazy resources (jieba and CMUdict dictionaries, BERT) so the first request is fast."""
+        self.process("你好，世界。Hello, world.", "auto")
+
     def process(self, text: str, lang: str) -> PhoneSequence:
         """One segment → phones; see the module docstring for languages, padding and errors."""
         text = self._validate(text, lang)
