@@ -15,11 +15,11 @@ import soundfile as sf
 
 from training import cli as data_cli
 from training.data import read_list
-from training.quality import analyse_clip
 from training.demo import DEFAULT_VOICES, EXTRA_VOICES, SPLITS, DemoCorpus, build_demo_corpus, engines
 from training.demo.engines import MissingDependencyError, check_dependencies, pinyin_for_espeak
 from training.demo.sentences import load_sentences, split_sentences
 from training.demo.voices import ALL_VOICES, VoiceSpec, check_person_splits, select_voices, voice_by_id
+from training.quality import analyse_clip
 
 # Two engines' worth of voices, a pitch variant, a held-out speaker, and the Mandarin path.
 TINY_VOICES = ["flite_awb", "flite_awb_p200", "festival_kal", "festival_ked", "espeak_cmn"]

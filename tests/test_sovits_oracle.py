@@ -112,12 +112,13 @@ def _inputs(t25: int, n_text: int, t_ref: int, seed: int, n_sym: int = 322) -> t
 
 def _ours_decode(
     ours: SoVITS, voc: Vocoder, codes: torch.Tensor, text: torch.Tensor, refer: torch.Tensor, ns: float
-):
-    ge = ours.ref_embedding(refer)
-    z, _ = ours.decode_latent(
-        codes, torch.tensor([codes.size(1)]), text, torch.tensor([text.size(1)]), ge, noise_scale=ns
-    )
+) -> torch.Tensor:
+    """Our path for upstream's `decode(codes, text, refer, noise_scale)`: ref_embedding,
+    decode_latent (one randn from the global RNG, as upstream), vocoder."""
     with torch.no_grad():
+        ge = ours.ref_embedding(refer)
+        lens = torch.tensor([codes.size(1)]), torch.tensor([text.size(1)])
+        z, _ = ours.decode_latent(codes, lens[0], text, lens[1], ge, noise_scale=ns)
         return voc(z, ge)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Modules that define `add_commands(subparsers: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES = [
     "tritone.synth_cli",
+    "training.cli",
 ]
 
 

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-SENTENCE_FILES: dict[str, str] = {"en": "sentences_en.tsv", "zh": "sentences_zh.tsv"}
+SENTENCE_FILES: dict[str, str] = {"en": "sentences_en.txt", "zh": "sentences_zh.txt"}
 _HERE = Path(__file__).resolve().parent
 
 

@@ -1,0 +1,219 @@
+"""The base model bundle: GPT (s1) + SoVITS (s2 content path) + vocoder + SSL encoder.
+
+One object that every stage passes around, and one on-disk layout:
+
+    <dir>/manifest.json      name, version, preset, per-component hashes, combined hash
+    <dir>/gpt/               config.json + model.safetensors   (tritone.checkpoints format)
+    <dir>/sovits/            ditto (inference modules only; enc_q stays in training checkpoints)
+    <dir>/vocoder/           ditto
+    <dir>/ssl/               ditto for the built-in encoder; for HuBERT, config.json names its directory
+
+`weights_sha256` (a hash over every component's weights) is the pin adapters record: an adapter
+trained on other base weights is refused at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tritone.checkpoints import CheckpointError, load_weights, read_upstream_file, save_weights, weights_hash
+from tritone.models.gpt import GPT, GPTConfig, gpt_state_dict_from_upstream
+from tritone.models.sovits import SoVITS, SoVITSConfig, load_upstream_sovits
+from tritone.models.ssl import HubertSSL, SSLEncoder, TinySSL
+from tritone.models.vocoder import Vocoder, VocoderConfig
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SSLConfig:
+    """Which SSL encoder: the built-in `tiny` conv encoder, or HuBERT from a local directory."""
+
+    kind: str = "tiny"  # "tiny" | "hubert"
+    dim: int = 768
+    channels: int = 128
+    n_blocks: int = 2
+    hubert_dir: str | None = None
+
+    def build(self) -> SSLEncoder:
+        if self.kind == "hubert":
+            if not self.hubert_dir:
+                raise ValueError("SSL kind 'hubert' needs hubert_dir")
+            return HubertSSL.from_dir(self.hubert_dir)
+        if self.kind != "tiny":
+            raise ValueError(f"unknown SSL kind {self.kind!r} (tiny, hubert)")
+        return TinySSL(self.dim, self.channels, self.n_blocks)
+
+
+@dataclass
+class BaseModelConfig:
+    name: str = "tritone-base"
+    version: str = "v2"  # symbol set and s2 architecture (v1 | v2)
+    gpt: GPTConfig = field(default_factory=GPTConfig.v2)
+    sovits: SoVITSConfig = field(default_factory=SoVITSConfig.v2)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig.v2)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+
+    @classmethod
+    def tiny(cls) -> BaseModelConfig:
+        """Seconds-fast sizes for tests and CLI smoke runs (same structure as v2)."""
+        s2 = SoVITSConfig.tiny()
+        return cls(
+            gpt=GPTConfig.tiny(),
+            sovits=s2,
+            vocoder=VocoderConfig.tiny(),
+            ssl=SSLConfig(dim=s2.ssl_dim, channels=16, n_blocks=1),
+        )
+
+    @classmethod
+    def v2(cls) -> BaseModelConfig:
+        return cls()
+
+    @classmethod
+    def preset(cls, name: str) -> BaseModelConfig:
+        presets = {"tiny": cls.tiny, "v2": cls.v2}
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+        return presets[name]()
+
+
+class BaseModel(nn.Module):
+    """Container for the four networks; inference helpers live in `tritone.pipeline`."""
+
+    def __init__(self, config: BaseModelConfig, ssl: SSLEncoder | None = None) -> None:
+        super().__init__()
+        if config.gpt.phoneme_vocab_size < config.sovits.n_symbols:
+            raise ValueError("GPT phoneme vocabulary is smaller than the SoVITS symbol set")
+        self.config = config
+        self.gpt = GPT(config.gpt)
+        self.sovits = SoVITS(config.sovits, posterior=False)
+        self.vocoder = Vocoder(config.vocoder)
+        self.ssl = ssl if ssl is not None else config.ssl.build()
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def random(cls, config: BaseModelConfig, seed: int = 0) -> BaseModel:
+        """Random weights with a usable codebook (for tests and CLI smoke runs)."""
+        torch.manual_seed(seed)
+        model = cls(config)
+        with torch.no_grad():
+            for cb in model.sovits.quantizer.codebooks:
+                cb.embed.normal_()
+                cb.embed_avg.copy_(cb.embed)
+                cb.cluster_size.fill_(1.0)
+                cb.inited.fill_(1.0)
+        return model.eval()
+
+    @classmethod
+    def from_upstream(
+        cls,
+        s1_path: str | Path,
+        s2_path: str | Path,
+        hubert_dir: str | Path | None = None,
+        name: str = "tritone-base",
+    ) -> BaseModel:
+        """Load an upstream GPT-SoVITS v1/v2 checkpoint pair (s1 `.ckpt`, s2 `.pth`)."""
+        s1, _ = read_upstream_file(s1_path)
+        if "weight" not in s1 or "config" not in s1:
+            raise CheckpointError(f"{s1_path}: not an s1 checkpoint (needs 'weight' and 'config')")
+        gpt_cfg = GPTConfig.from_upstream(s1["config"])
+        s2, tagged = read_upstream_file(s2_path)
+        if "weight" not in s2:
+            raise CheckpointError(f"{s2_path}: not an s2 checkpoint (needs 'weight')")
+        if tagged is not None and tagged not in ("v1", "v2"):
+            raise CheckpointError(f"{s2_path}: upstream {tagged} weights are not supported (v1, v2)")
+        s2_sd = {k: v.float() for k, v in s2["weight"].items()}
+        sovits, vocoder = load_upstream_sovits(s2_sd)
+        ssl = SSLConfig(kind="hubert", hubert_dir=str(hubert_dir)) if hubert_dir else SSLConfig()
+        config = BaseModelConfig(
+            name=name,
+            version=sovits.config.version,
+            gpt=gpt_cfg,
+            sovits=sovits.config,
+            vocoder=vocoder.config,
+            ssl=ssl,
+        )
+        model = cls(config)
+        model.gpt.load_state_dict(gpt_state_dict_from_upstream({k: v.float() for k, v in s1["weight"].items()}))
+        sovits_sd = {k: v for k, v in sovits.state_dict().items() if not k.startswith("enc_q.")}
+        model.sovits.load_state_dict(sovits_sd)
+        model.vocoder.load_state_dict(vocoder.state_dict())
+        return model.eval()
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def component_hashes(self) -> dict[str, str]:
+        out = {
+            "gpt": weights_hash(self.gpt.state_dict()),
+            "sovits": weights_hash(self.sovits.state_dict()),
+            "vocoder": weights_hash(self.vocoder.state_dict()),
+        }
+        if self.config.ssl.kind == "tiny":
+            out["ssl"] = weights_hash(self.ssl.state_dict())
+        return out
+
+    @property
+    def weights_sha256(self) -> str:
+        """One hash over all component hashes: the identity adapters pin to."""
+        parts = self.component_hashes()
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def save(self, directory: str | Path) -> Path:
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        save_weights(out / "gpt", "gpt", self.config.gpt, self.gpt.state_dict())
+        save_weights(out / "sovits", "sovits", self.config.sovits, self.sovits.state_dict())
+        save_weights(out / "vocoder", "vocoder", self.config.vocoder, self.vocoder.state_dict())
+        if self.config.ssl.kind == "tiny":
+            save_weights(out / "ssl", "ssl", self.config.ssl, self.ssl.state_dict())
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "name": self.config.name,
+            "version": self.config.version,
+            "ssl": asdict(self.config.ssl),
+            "components": self.component_hashes(),
+            "weights_sha256": self.weights_sha256,
+        }
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> BaseModel:
+        src = Path(directory)
+        manifest_path = src / MANIFEST
+        if not manifest_path.is_file():
+            raise CheckpointError(f"{src}: not a tritone base model directory (no {MANIFEST})")
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{src}: unsupported base model format {manifest.get('format_version')!r}")
+        gpt_cfg, gpt_sd = load_weights(src / "gpt", "gpt")
+        s2_cfg, s2_sd = load_weights(src / "sovits", "sovits")
+        voc_cfg, voc_sd = load_weights(src / "vocoder", "vocoder")
+        ssl_cfg = SSLConfig(**manifest["ssl"])
+        config = BaseModelConfig(
+            name=manifest["name"],
+            version=manifest["version"],
+            gpt=GPTConfig(**gpt_cfg),
+            sovits=SoVITSConfig(**s2_cfg),
+            vocoder=VocoderConfig(**voc_cfg),
+            ssl=ssl_cfg,
+        )
+        model = cls(config)
+        model.gpt.load_state_dict(gpt_sd)
+        model.sovits.load_state_dict(s2_sd)
+        model.vocoder.load_state_dict(voc_sd)
+        if ssl_cfg.kind == "tiny":
+            _, ssl_sd = load_weights(src / "ssl", "ssl")
+            model.ssl.load_state_dict(ssl_sd)
+        if model.weights_sha256 != manifest["weights_sha256"]:
+            raise CheckpointError(f"{src}: weights do not match the manifest hash (corrupt or edited files)")
+        return model.eval()
