@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from adapters.base import model_weights_sha256
 from adapters.errors import AdapterError
 from adapters.format import Adapter, check_base
-from tritone.checkpoints import weights_hash
 from tritone.lora import LoRABank, LoRAError, merge_lora
 
 
@@ -37,10 +37,11 @@ def apply_adapter(model: nn.Module, adapter: Adapter, *, base_sha256: str | None
     """Merge ``adapter`` into ``model`` in place (its weights become the voice's) and return it.
 
     The model's weights must be the base the adapter is pinned to: pass ``base_sha256`` when
-    it is already known, otherwise it is computed from the model's state dict.
+    it is already known, otherwise it is computed from the model (a bundle's own pin, or the
+    hash of its state dict).
     """
+    check_base(adapter.manifest.base, base_sha256 or model_weights_sha256(model))
     state = model.state_dict()
-    check_base(adapter.manifest.base, base_sha256 or weights_hash(state))
     merged = merged_state_dict(state, adapter)
     with torch.no_grad():
         for key in (*adapter.full, *(f"{name}.weight" for name in adapter.lora)):

@@ -132,9 +132,20 @@ def add_commands(subparsers: Any) -> None:
             )
         else:
             p.add_argument(
-                "--base", type=Path, required=True, help="base weights (dir, .safetensors, .ckpt/.pth)"
+                "--base",
+                type=Path,
+                required=True,
+                help="the registered base: bundle dir, weights dir or .safetensors",
             )
-            p.add_argument("--finetuned", type=Path, required=True, help="fine-tuned weights, same layout")
+            ft = p.add_mutually_exclusive_group(required=True)
+            ft.add_argument("--finetuned", type=Path, help="fine-tuned weights in the same layout as --base")
+            ft.add_argument(
+                "--finetuned-upstream",
+                nargs=2,
+                type=Path,
+                metavar=("S1_CKPT", "S2_PTH"),
+                help="an upstream GPT-SoVITS fine-tune (s1 .ckpt and s2 .pth) of a bundle --base",
+            )
             p.add_argument("--rank", type=int, required=True)
             p.add_argument("--targets", help="regex of module names to adapt (default: every 2-D/3-D weight)")
             p.add_argument(
@@ -410,9 +421,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _import_common(args: argparse.Namespace) -> dict[str, Any]:
-    from adapters.format import VoicePrompt
     from adapters.names import parse_voice_id
     from adapters.util import sha256_tree
+    from tritone.voice import VoicePrompt
 
     vid = parse_voice_id(args.voice, args.tenant)
     return {
@@ -436,13 +447,18 @@ def cmd_import_peft(args: argparse.Namespace) -> int:
 
 
 def cmd_import_finetune(args: argparse.Namespace) -> int:
+    from adapters.base import load_base, load_state, load_upstream_finetune
     from adapters.errors import BasePinMismatch
-    from adapters.svd_import import import_finetune, load_state
-    from tritone.checkpoints import weights_hash
+    from adapters.svd_import import import_finetune
 
     common = _import_common(args)
-    base_state, ft_state = load_state(args.base), load_state(args.finetuned)
-    pin = _registry(args).find_base(weights_hash(base_state))
+    base_state, base_sha = load_base(args.base)
+    if args.finetuned_upstream:
+        s1, s2 = args.finetuned_upstream
+        ft_state = load_upstream_finetune(s1, s2, base_state)
+    else:
+        ft_state = load_state(args.finetuned)
+    pin = _registry(args).find_base(base_sha)
     if pin is None:
         raise BasePinMismatch(
             f"{args.base} is not a registered tritone-base; register it first (register-base)"
@@ -453,6 +469,7 @@ def cmd_import_finetune(args: argparse.Namespace) -> int:
         args.rank,
         args.output,
         base_pin=pin,
+        base_sha256=base_sha,
         targets=args.targets,
         keep_other=args.keep_other,
         **common,

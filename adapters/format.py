@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -42,6 +42,7 @@ from adapters.errors import (
 from adapters.names import check_name, check_sha256
 from adapters.util import sha256_bytes, sha256_file, write_json
 from tritone.lora import LoRAError, LoRAWeights
+from tritone.voice import VoicePrompt, VoicePromptError
 
 FORMAT_NAME = "tritone-adapter"
 FORMAT_VERSION = 1
@@ -50,7 +51,6 @@ ADAPTER_FILE = "adapter.safetensors"
 PROMPT_FILE = "voice_prompt.safetensors"
 MANIFEST_FILE = "manifest.json"
 DATA_FILES = (ADAPTER_FILE, PROMPT_FILE)
-_PROMPT_META_KEY = "tritone.voice_prompt"
 _MAX_MANIFEST_BYTES = 4 << 20  # manifests are small; refuse to parse something huge
 
 
@@ -92,29 +92,6 @@ def check_base(pin: BasePin, expected: BasePin | str) -> None:
             f"adapter is pinned to base {pin}, but the base in use is "
             f"{expected if isinstance(expected, BasePin) else expected[:12]}; refusing to apply it"
         )
-
-
-@dataclass
-class VoicePrompt:
-    """The reference prompt a voice carries: tensors (semantic tokens, phones, bert, spec, ...) + metadata."""
-
-    tensors: dict[str, Tensor]
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, path: str | Path) -> None:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
-        meta = json.dumps(self.metadata, sort_keys=True, allow_nan=False)
-        save_file(tensors, str(path), metadata={_PROMPT_META_KEY: meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> VoicePrompt:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_PROMPT_META_KEY, "{}")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-        metadata = json.loads(raw)
-        if not isinstance(metadata, dict):
-            raise AdapterFormatError(f"{PROMPT_FILE}: metadata must be a JSON object")
-        return cls(tensors, metadata)
 
 
 @dataclass(frozen=True)
@@ -396,7 +373,7 @@ def read_adapter(
     try:
         tensors = load_file(str(root / ADAPTER_FILE))
         prompt = VoicePrompt.load(root / PROMPT_FILE)
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+    except (SafetensorError, OSError, json.JSONDecodeError, VoicePromptError) as exc:
         raise AdapterFormatError(f"{root}: cannot read tensors: {exc}") from exc
     lora: dict[str, LoRAWeights] = {}
     for name, spec in manifest.targets.items():

@@ -25,8 +25,9 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from adapters.errors import AdapterFormatError
-from adapters.format import BasePin, VoicePrompt, write_adapter
+from adapters.format import BasePin, write_adapter
 from tritone.lora import LoRAError, LoRAWeights
+from tritone.voice import VoicePrompt
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 # Before mlflow is imported: no usage telemetry, no progress bars in logs.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -41,14 +40,13 @@ from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-from safetensors.torch import load_file
 
+from adapters.base import BUNDLE_MANIFEST, load_base
 from adapters.consent import ConsentRecord
 from adapters.errors import (
     AdapterError,
     BasePinMismatch,
     ConsentMissing,
-    IntegrityError,
     PromotionRefused,
     VoiceNotFound,
     VoiceRevoked,
@@ -75,7 +73,6 @@ from adapters.names import (
     parse_voice_ref,
 )
 from adapters.store import AdapterStore
-from tritone.checkpoints import weights_hash
 from tritone.config import data_dir
 
 ADAPTER_EXPERIMENT = "tritone-adapters"
@@ -331,24 +328,15 @@ class AdapterRegistry:
     # ---------------------------------------------------------------------------------------
 
     def register_base(self, weights_dir: str | Path, *, description: str = "") -> BasePin:
-        """Register a base weights directory (``tritone.checkpoints.save_weights``) as ``tritone-base``.
+        """Register base weights as a ``tritone-base`` version and return its pin.
 
-        The weights hash is recomputed from ``model.safetensors`` and must match the one in
-        ``config.json``. Registering the same weights twice returns the existing version.
+        ``weights_dir`` is a base bundle (``BaseModel.save``) or a single weights directory
+        (``tritone.checkpoints.save_weights``); hashes are recomputed from the tensors and
+        must match what the directory records. The same weights twice give the same version.
         """
         root = Path(weights_dir)
-        try:
-            meta = json.loads((root / "config.json").read_text())
-            state = load_file(str(root / "model.safetensors"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise AdapterError(
-                f"{root}: not a weights directory (config.json + model.safetensors): {exc}"
-            ) from exc
-        sha = weights_hash(state)
-        if meta.get("weights_sha256") not in (None, sha):
-            raise IntegrityError(
-                f"{root}: model.safetensors does not match the weights_sha256 in config.json"
-            )
+        _, sha = load_base(root)
+        kind = "bundle" if (root / BUNDLE_MANIFEST).is_file() else "weights"
         existing = self.find_base(sha)
         if existing is not None:
             return existing
@@ -366,7 +354,7 @@ class AdapterRegistry:
             BASE_MODEL_NAME,
             source=f"{run.info.artifact_uri}/base",
             run_id=run_id,
-            tags={"weights_sha256": sha, "kind": str(meta.get("kind", ""))},
+            tags={"weights_sha256": sha, "kind": kind},
             description=description or None,
         )
         return BasePin(BASE_MODEL_NAME, int(mv.version), sha)
@@ -727,16 +715,6 @@ class AdapterRegistry:
         return removed
 
 
-def describe_uri(uri: str) -> str:
-    """A tracking URI for messages, without credentials."""
-    parsed = urlparse(uri)
-    if parsed.password or parsed.username:
-        host = parsed.hostname or ""
-        port = f":{parsed.port}" if parsed.port else ""
-        return parsed._replace(netloc=f"{host}{port}").geturl()
-    return uri
-
-
 __all__ = [
     "ADAPTER_EXPERIMENT",
     "BASE_EXPERIMENT",
@@ -748,5 +726,4 @@ __all__ = [
     "VoiceDetails",
     "VoiceSummary",
     "default_tracking_uri",
-    "describe_uri",
 ]

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from adapters.errors import AdapterError
-from adapters.format import BasePin, VoicePrompt, check_base, write_adapter
-from tritone.checkpoints import read_upstream_file, weights_hash
+from adapters.format import BasePin, check_base, write_adapter
+from tritone.checkpoints import weights_hash
 from tritone.lora import LoRAWeights, merge_lora
+from tritone.voice import VoicePrompt
 
 Probe = Callable[[Mapping[str, Tensor]], Tensor]
 
@@ -191,10 +191,15 @@ def import_finetune(
     targets: str | None = None,
     keep_other: bool = False,
     probe: Probe | None = None,
+    base_sha256: str | None = None,
     overwrite: bool = False,
 ) -> tuple[Path, SvdImport]:
-    """SVD-import a fine-tune of the pinned base and write it as an adapter directory."""
-    check_base(base_pin, weights_hash(dict(base)))
+    """SVD-import a fine-tune of the pinned base and write it as an adapter directory.
+
+    ``base_sha256`` is the pin of ``base`` when it is not the plain ``weights_hash`` of the
+    tensors (a base bundle's combined hash, see ``adapters.base.load_base``).
+    """
+    check_base(base_pin, base_sha256 or weights_hash(dict(base)))
     result = svd_import(base, finetuned, rank, targets=targets, keep_other=keep_other, probe=probe)
     path = write_adapter(
         out_dir,
@@ -211,20 +216,3 @@ def import_finetune(
         overwrite=overwrite,
     )
     return path, result
-
-
-def load_state(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a weights directory (``model.safetensors``), a ``.safetensors`` file,
-    or an upstream ``.ckpt`` / ``.pth`` (its ``weight`` dict, keys as upstream names them)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.safetensors"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} does not exist")
-    if p.suffix == ".safetensors":
-        return load_file(str(p))
-    obj, _ = read_upstream_file(p)
-    weights = obj.get("weight", obj.get("state_dict"))
-    if not isinstance(weights, dict):
-        raise AdapterError(f"{p}: no 'weight' state dict inside")
-    return {k: v for k, v in weights.items() if isinstance(v, Tensor)}

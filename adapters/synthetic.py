@@ -13,10 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from adapters.consent import ConsentRecord
-from adapters.format import BasePin, VoicePrompt, write_adapter
+from adapters.format import BasePin, write_adapter
 from adapters.util import sha256_bytes
 from tritone.checkpoints import save_weights
 from tritone.lora import LoRAWeights, match_modules
+from tritone.voice import VoicePrompt
 
 STANDIN_TARGETS = ["pre", "q_proj", "v_proj"]
 GOOD_METRICS = {"speaker_similarity": 0.91, "wer": 0.04}
@@ -97,13 +98,12 @@ def demo_prompt(seed: int = 0) -> VoicePrompt:
     """A voice prompt with the kinds of tensors a real one carries (values random)."""
     g = torch.Generator().manual_seed(seed)
     return VoicePrompt(
-        {
-            "prompt_semantic": torch.randint(0, 1024, (1, 50), generator=g),
-            "prompt_phones": torch.randint(0, 732, (1, 20), generator=g),
-            "prompt_bert": torch.randn(1, 1024, 20, generator=g).half(),
-            "refer_spec": torch.randn(1, 1025, 40, generator=g).half(),
-        },
-        {"text": "reference text", "language": "en", "sample_rate": 32000},
+        text="reference text",
+        lang="en",
+        phone_ids=torch.randint(0, 732, (20,), generator=g),
+        bert=torch.zeros(1024, 20),
+        semantic=torch.randint(0, 1024, (50,), generator=g),
+        refer_spec=torch.rand(1025, 40, generator=g),
     )
 
 

@@ -18,7 +18,6 @@ Prints one line per failure and exits 1 if there is any; exits 0 with a summary 
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,7 +28,6 @@ import kubernetes_validate
 import yaml
 
 KUBE_VERSION = "1.30.0"
-PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
 
 Obj = dict[str, Any]
@@ -134,6 +132,12 @@ def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
     return True
 
 
+def service_selects(svc: Obj, labels: Mapping[str, str]) -> bool:
+    """Whether a Service's selector (a plain label map; empty = no managed endpoints) selects these labels."""
+    selector = svc["spec"].get("selector") or {}
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
 class Checker:
     def __init__(self, path: Path, docs: list[Obj]) -> None:
         self.path = path
@@ -182,10 +186,15 @@ class Checker:
         if errors:
             return
         spec = sm["spec"]
-        services = [s for s in self.of_kind("Service") if selects(spec["selector"], s["metadata"].get("labels", {}))]
+        services = [
+            s for s in self.of_kind("Service") if selects(spec["selector"], s["metadata"].get("labels", {}))
+        ]
         if len(services) != 1:
             names = ", ".join(name_of(s) for s in services) or "none"
-            self.fail(sm, f"selector must select exactly one rendered Service (scraping twice otherwise); got {names}")
+            self.fail(
+                sm,
+                f"selector must select exactly one rendered Service (scraping twice otherwise); got {names}",
+            )
             return
         port_names = {p.get("name") for p in services[0]["spec"]["ports"]}
         for ep in spec["endpoints"]:
@@ -201,7 +210,10 @@ class Checker:
             pod = spec["template"]["spec"]
             if not pod.get("securityContext", {}).get("runAsNonRoot"):
                 self.fail(deploy, "pod securityContext.runAsNonRoot is not true")
-            for kind, containers in (("initContainer", pod.get("initContainers", [])), ("container", pod["containers"])):
+            for kind, containers in (
+                ("initContainer", pod.get("initContainers", [])),
+                ("container", pod["containers"]),
+            ):
                 for c in containers:
                     who = f"{kind} {c['name']!r}"
                     res = c.get("resources") or {}
@@ -224,7 +236,10 @@ class Checker:
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             http = (c.get(probe) or {}).get("httpGet")
             if http and http["port"] not in names and http["port"] not in numbers:
-                self.fail(deploy, f"container {c['name']!r} {probe} uses port {http['port']!r}, which it does not expose")
+                self.fail(
+                    deploy,
+                    f"container {c['name']!r} {probe} uses port {http['port']!r}, which it does not expose",
+                )
 
     def only(self, deploys: list[Obj], what: str) -> Obj | None:
         if len(deploys) != 1:
@@ -239,8 +254,14 @@ class Checker:
             return
         gpus = (c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu")
         if not gpus or int(gpus) < 1:
-            self.fail(triton, "the triton container does not request a GPU (resources.limits['nvidia.com/gpu'])")
-        want = {"startupProbe": "/v2/health/ready", "readinessProbe": "/v2/health/ready", "livenessProbe": "/v2/health/live"}
+            self.fail(
+                triton, "the triton container does not request a GPU (resources.limits['nvidia.com/gpu'])"
+            )
+        want = {
+            "startupProbe": "/v2/health/ready",
+            "readinessProbe": "/v2/health/ready",
+            "livenessProbe": "/v2/health/live",
+        }
         for probe, path in want.items():
             got = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
             if got != path:
@@ -248,7 +269,9 @@ class Checker:
         startup = c.get("startupProbe") or {}
         budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
         if budget < 300:
-            self.fail(triton, f"triton startupProbe allows {budget} s to load; model loading needs at least 300 s")
+            self.fail(
+                triton, f"triton startupProbe allows {budget} s to load; model loading needs at least 300 s"
+            )
         ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
         for name in ("http", "grpc", "metrics"):
             if name not in ports:
@@ -261,7 +284,9 @@ class Checker:
             self.fail(triton, "triton args lack --model-repository=/models")
 
     def check_gateway(self, gateway: Obj, triton: Obj | None) -> None:
-        c = next((c for c in gateway["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"), None)
+        c = next(
+            (c for c in gateway["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"), None
+        )
         if c is None:
             self.fail(gateway, "no container named 'gateway'")
             return
@@ -272,7 +297,9 @@ class Checker:
         ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
         for key, name in (("TRITONE_HTTP_PORT", "http"), ("TRITONE_GRPC_PORT", "grpc")):
             if env.get(key) != str(ports.get(name)):
-                self.fail(gateway, f"{key}={env.get(key)!r} differs from the {name} containerPort {ports.get(name)}")
+                self.fail(
+                    gateway, f"{key}={env.get(key)!r} differs from the {name} containerPort {ports.get(name)}"
+                )
         if triton is not None and env.get("TRITONE_TRITON_URLS"):
             self.check_triton_urls(gateway, env["TRITONE_TRITON_URLS"], triton)
         keys_file = env.get("TRITONE_API_KEYS_FILE") or ""
@@ -294,12 +321,21 @@ class Checker:
                 self.fail(gateway, f"TRITONE_TRITON_URLS entry {url!r} names no rendered Service")
                 continue
             if svc["spec"].get("clusterIP") != "None":
-                self.fail(gateway, f"TRITONE_TRITON_URLS entry {url!r} is not a headless Service (needs per-pod addresses)")
-            if not selects(svc["spec"].get("selector"), triton_labels):
-                self.fail(gateway, f"TRITONE_TRITON_URLS entry {url!r}: {name_of(svc)} does not select the Triton pods")
+                self.fail(
+                    gateway,
+                    f"TRITONE_TRITON_URLS entry {url!r} is not a headless Service (needs per-pod addresses)",
+                )
+            if not service_selects(svc, triton_labels):
+                self.fail(
+                    gateway,
+                    f"TRITONE_TRITON_URLS entry {url!r}: {name_of(svc)} does not select the Triton pods",
+                )
             svc_ports = {str(p["port"]): p.get("targetPort") for p in svc["spec"]["ports"]}
             if svc_ports.get(port) != "grpc":
-                self.fail(gateway, f"TRITONE_TRITON_URLS entry {url!r}: port {port} is not the Service's Triton gRPC port")
+                self.fail(
+                    gateway,
+                    f"TRITONE_TRITON_URLS entry {url!r}: port {port} is not the Service's Triton gRPC port",
+                )
 
     def policies_for(self, labels: Mapping[str, str]) -> list[Obj]:
         return [p for p in self.of_kind("NetworkPolicy") if selects(p["spec"].get("podSelector"), labels)]
@@ -323,19 +359,26 @@ class Checker:
                     self.fail(pol, f"ingress[{i}] allows every source")
                     continue
                 from_gateway_only = all(
-                    set(p) == {"podSelector"} and selects(p["podSelector"], g_labels) and not selects(p["podSelector"], t_labels)
+                    set(p) == {"podSelector"}
+                    and selects(p["podSelector"], g_labels)
+                    and not selects(p["podSelector"], t_labels)
                     for p in peers
                 )
                 ports = [p.get("port") for p in rule.get("ports") or []]
                 if not from_gateway_only and (not ports or any(p not in metrics for p in ports)):
-                    self.fail(pol, f"ingress[{i}] lets a non-gateway peer reach Triton ports {ports or 'all'} (only metrics allowed)")
+                    self.fail(
+                        pol,
+                        f"ingress[{i}] lets a non-gateway peer reach Triton ports {ports or 'all'} (only metrics allowed)",
+                    )
 
     def check_mlflow_policy(self, mlflow: Obj, triton: Obj, gateway: Obj) -> None:
         policies = self.policies_for(self.pod_labels(mlflow))
         if not policies:
             self.fail(mlflow, "no NetworkPolicy selects the MLflow pods")
             return
-        peers = [p for pol in policies for rule in pol["spec"].get("ingress") or [] for p in rule.get("from") or []]
+        peers = [
+            p for pol in policies for rule in pol["spec"].get("ingress") or [] for p in rule.get("from") or []
+        ]
         for who, labels in (("gateway", self.pod_labels(gateway)), ("Triton", self.pod_labels(triton))):
             if not any("podSelector" in p and selects(p["podSelector"], labels) for p in peers):
                 self.fail(mlflow, f"the MLflow NetworkPolicy does not admit the {who} pods")
@@ -344,7 +387,7 @@ class Checker:
         g_labels = self.pod_labels(gateway)
         gateway_services = set()
         for svc in self.of_kind("Service"):
-            if selects(svc["spec"].get("selector"), g_labels):
+            if service_selects(svc, g_labels):
                 gateway_services.add(svc["metadata"]["name"])
             elif svc["spec"].get("type", "ClusterIP") != "ClusterIP":
                 self.fail(svc, f"type {svc['spec']['type']}: only the gateway may be exposed")
@@ -365,9 +408,14 @@ class Checker:
                 self.fail(hpa, f"scales {ref['kind']}/{ref['name']}, which is not rendered")
             for deploy in self.of_kind("Deployment"):
                 if deploy["metadata"]["name"] == ref["name"] and "replicas" in deploy["spec"]:
-                    self.fail(deploy, "sets spec.replicas although an HPA scales it (upgrades would reset the scale)")
+                    self.fail(
+                        deploy,
+                        "sets spec.replicas although an HPA scales it (upgrades would reset the scale)",
+                    )
         for pdb in self.of_kind("PodDisruptionBudget"):
-            if not any(selects(pdb["spec"]["selector"], self.pod_labels(d)) for d in self.of_kind("Deployment")):
+            if not any(
+                selects(pdb["spec"]["selector"], self.pod_labels(d)) for d in self.of_kind("Deployment")
+            ):
                 self.fail(pdb, "selects no rendered pods")
         accounts = {s["metadata"]["name"] for s in self.of_kind("ServiceAccount")}
         for deploy in self.of_kind("Deployment"):
@@ -377,6 +425,17 @@ class Checker:
 
     def run(self) -> list[str]:
         self.validate_schemas()
+        if self.failures:
+            self.fail(None, "release checks skipped: they need objects that validate")
+            return self.failures
+        try:
+            self.check_release()
+        except (KeyError, TypeError, ValueError) as e:
+            # an object shape the schemas allow but these checks do not expect
+            self.fail(None, f"release checks stopped on an unexpected object shape: {type(e).__name__}: {e}")
+        return self.failures
+
+    def check_release(self) -> None:
         self.check_containers()
         triton = self.only(self.component("Deployment", "triton"), "Triton")
         gateway = self.only(self.component("Deployment", "gateway"), "gateway")
@@ -390,7 +449,6 @@ class Checker:
             for mlflow in self.component("Deployment", "mlflow"):
                 self.check_mlflow_policy(mlflow, triton, gateway)
         self.check_references()
-        return self.failures
 
 
 def summary(docs: Iterable[Obj]) -> str:
@@ -402,7 +460,7 @@ def summary(docs: Iterable[Obj]) -> str:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        print("usage: python helm/check_manifests.py RENDERED.yaml [...]", file=sys.stderr)
         return 2
     failures: list[str] = []
     for arg in argv:

@@ -75,8 +75,8 @@ def test_round_trip_and_content_address(tmp_path: Path, base: nn.Module, pin: Ba
     for name, w in expected.items():
         assert torch.equal(adapter.lora[name].A, w.A) and adapter.lora[name].alpha == w.alpha
     prompt = demo_prompt(0)
-    assert adapter.prompt.metadata == prompt.metadata
-    assert all(torch.equal(adapter.prompt.tensors[k], v) for k, v in prompt.tensors.items())
+    assert adapter.prompt.metadata() == prompt.metadata()
+    assert all(torch.equal(adapter.prompt.tensors()[k], v) for k, v in prompt.tensors().items())
     assert adapter.content_sha256 == sha256_bytes((out / MANIFEST_FILE).read_bytes())
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     assert set(manifest["files"]) == {ADAPTER_FILE, PROMPT_FILE}
@@ -410,3 +410,53 @@ def test_verify_detects_missing_files(tmp_path: Path, base: nn.Module, pin: Base
     (out / PROMPT_FILE).unlink()
     with pytest.raises(IntegrityError, match=r"voice_prompt\.safetensors is missing"):
         verify_adapter_dir(out)
+
+
+# --------------------------------------------------------------------------------------------
+# the real base bundle (GPT + SoVITS + vocoder + SSL)
+# --------------------------------------------------------------------------------------------
+
+
+def test_base_bundle_pin_apply_and_svd_import(tmp_path: Path) -> None:
+    base_mod = pytest.importorskip("tritone.models.base")
+    from adapters.base import load_base, model_weights_sha256
+    from adapters.svd_import import import_finetune
+
+    model = base_mod.BaseModel.random(base_mod.BaseModelConfig.tiny())
+    bundle = model.save(tmp_path / "base")
+    state, sha = load_base(bundle)
+    assert sha == model.weights_sha256 == model_weights_sha256(model)
+    assert set(state) == set(model.state_dict())
+    pin = BasePin("tritone-base", 1, sha)
+
+    # A "full fine-tune" that moved the GPT's attention projections by rank-2 deltas.
+    targets = r"gpt\.layers\.\d+\.self_attn\.(in_proj|out_proj)"
+    finetuned = dict(state)
+    for name, lora in random_lora(model, targets, 2, 3).items():
+        finetuned[f"{name}.weight"] = state[f"{name}.weight"] + lora.delta()
+    path, result = import_finetune(
+        state,
+        finetuned,
+        2,
+        tmp_path / "voice",
+        voice="alice",
+        tenant="acme",
+        base_pin=pin,
+        base_sha256=sha,
+        prompt=demo_prompt(),
+        consent_id="consent-0001",
+        training_data_sha256="e" * 64,
+    )
+    assert len(result.lora) == 2 * base_mod.BaseModelConfig.tiny().gpt.n_layer
+    assert result.report["max_rel_error"] < 1e-5 and result.report["dropped"] == {}
+    adapter = read_adapter(path, expect_base=sha)
+    apply_adapter(model, adapter)  # pin checked against the bundle's own hash
+    after = model.state_dict()
+    assert all(torch.allclose(after[k], finetuned[k], atol=1e-5) for k in finetuned)
+    with pytest.raises(BasePinMismatch):
+        apply_adapter(model, adapter)  # the weights changed: no longer the pinned base
+
+    # A bundle whose component was altered is refused when loaded.
+    flip_byte(bundle / "gpt" / "model.safetensors", -4)
+    with pytest.raises(IntegrityError, match="gpt"):
+        load_base(bundle)

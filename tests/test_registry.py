@@ -110,7 +110,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(15)
+            proc.wait(5)  # a graceful stop takes long under load; nothing here needs it
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
@@ -486,6 +486,18 @@ def test_change_feed_reports_changes_and_revocations(backend: Backend, tmp_path:
     with pytest.raises(VoiceRevoked):
         server.resolve(voice)  # the long-lived cache entry was dropped, not served
     assert watcher.errors == 0
+
+
+def test_register_base_bundle_and_single_weights(backend: Backend, tmp_path: Path) -> None:
+    base_mod = pytest.importorskip("tritone.models.base")
+    reg = _registry(backend, tmp_path)
+    assert reg.register_base(backend.base_dir) == backend.pin  # same weights: same version
+    assert backend.pin.weights_sha256 == weights_hash(make_standin(0).state_dict())
+    model = base_mod.BaseModel.random(base_mod.BaseModelConfig.tiny(), seed=1)
+    pin = reg.register_base(model.save(tmp_path / "bundle"))
+    assert pin.weights_sha256 == model.weights_sha256 and pin.version > backend.pin.version
+    assert reg.find_base(model.weights_sha256) == pin == reg.base_pin(pin.version)
+    assert reg.find_base("0" * 64) is None
 
 
 # --------------------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def read_upstream_file(path: str | Path) -> tuple[dict[str, Any], str | None]:
     if head != b"PK":
         version = UPSTREAM_VERSION_TAGS.get(head)
         if version is None:
-            raise CheckpointError(f"{path}: unknown header {head!r}; not a torch zip or a tagged upstream file")
+            raise CheckpointError(
+                f"{path}: unknown header {head!r}; not a torch zip or a tagged upstream file"
+            )
         raw = b"PK" + raw[2:]
     try:
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = [
     "tritone.synth_cli",
     "training.cli",
+    "adapters.cli",
 ]
 
 

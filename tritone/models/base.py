@@ -14,9 +14,10 @@ trained on other base weights is refused at load time.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,43 @@ class BaseModelConfig:
     def tiny(cls) -> BaseModelConfig:
         """Seconds-fast sizes for tests and CLI smoke runs (same structure as v2)."""
         s2 = SoVITSConfig.tiny()
+        gpt = replace(GPTConfig.tiny(), vocab_size=s2.codebook_size + 1, eos=s2.codebook_size)
         return cls(
-            gpt=GPTConfig.tiny(),
+            gpt=gpt,
             sovits=s2,
             vocoder=VocoderConfig.tiny(),
             ssl=SSLConfig(dim=s2.ssl_dim, channels=16, n_blocks=1),
+        )
+
+    @classmethod
+    def demo(cls) -> BaseModelConfig:
+        """The shipped demo base: v2's structure, narrowed to train on 2 CPU cores in hours.
+
+        GPT 6 x 192 (4 heads), SoVITS at width 96 with a 256-d content path, a 128-channel
+        generator and a 64-channel built-in SSL encoder; about 6 M inference parameters.
+        The codebook keeps 1024 entries so the GPT vocabulary (EOS = 1024) is upstream's.
+        """
+        s2 = SoVITSConfig(
+            ssl_dim=256,
+            kmeans_iters=20,
+            inter_channels=96,
+            hidden_channels=96,
+            filter_channels=384,
+            n_heads=2,
+            n_layers=4,
+            mrte_channels=256,
+            mrte_heads=4,
+            gin_channels=256,
+            style_hidden=128,
+            n_flows=4,
+            flow_n_layers=4,
+            posterior_n_layers=8,
+        )
+        return cls(
+            gpt=GPTConfig(n_layer=6, n_head=4, d_model=192, d_ff=768),
+            sovits=s2,
+            vocoder=VocoderConfig(in_channels=96, upsample_initial_channel=128, gin_channels=256),
+            ssl=SSLConfig(dim=256, channels=64, n_blocks=2),
         )
 
     @classmethod
@@ -79,7 +112,7 @@ class BaseModelConfig:
 
     @classmethod
     def preset(cls, name: str) -> BaseModelConfig:
-        presets = {"tiny": cls.tiny, "v2": cls.v2}
+        presets = {"tiny": cls.tiny, "demo": cls.demo, "v2": cls.v2}
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()
@@ -92,10 +125,19 @@ class BaseModel(nn.Module):
         super().__init__()
         if config.gpt.phoneme_vocab_size < config.sovits.n_symbols:
             raise ValueError("GPT phoneme vocabulary is smaller than the SoVITS symbol set")
+        if config.gpt.eos != config.sovits.codebook_size or config.gpt.vocab_size != config.gpt.eos + 1:
+            raise ValueError(
+                f"GPT vocabulary ({config.gpt.vocab_size}, EOS {config.gpt.eos}) must be the SoVITS "
+                f"codebook ({config.sovits.codebook_size}) plus EOS"
+            )
         self.config = config
         self.gpt = GPT(config.gpt)
         self.sovits = SoVITS(config.sovits, posterior=False)
         self.vocoder = Vocoder(config.vocoder)
+        # Inference form: weight norm folded into plain weights, so state dicts, hashes, adapters
+        # and exported graphs all see one tensor per conv. Training keeps its own modules.
+        self.sovits.remove_weight_norm()
+        self.vocoder.remove_weight_norm()
         self.ssl = ssl if ssl is not None else config.ssl.build()
 
     # -- construction ----------------------------------------------------------------------------
@@ -111,6 +153,30 @@ class BaseModel(nn.Module):
                 cb.embed_avg.copy_(cb.embed)
                 cb.cluster_size.fill_(1.0)
                 cb.inited.fill_(1.0)
+        return model.eval()
+
+    @classmethod
+    def from_modules(
+        cls,
+        config: BaseModelConfig,
+        gpt: GPT,
+        sovits: SoVITS,
+        vocoder: Vocoder,
+        ssl: SSLEncoder | None = None,
+    ) -> BaseModel:
+        """Bundle trained modules (weight norm and enc_q allowed: copies are folded/dropped)."""
+        sovits_copy = copy.deepcopy(sovits)
+        vocoder_copy = copy.deepcopy(vocoder)
+        sovits_copy.remove_weight_norm()
+        vocoder_copy.remove_weight_norm()
+        model = cls(config)
+        model.gpt.load_state_dict(gpt.state_dict())
+        model.sovits.load_state_dict(
+            {k: v for k, v in sovits_copy.state_dict().items() if not k.startswith("enc_q.")}
+        )
+        model.vocoder.load_state_dict(vocoder_copy.state_dict())
+        if ssl is not None and config.ssl.kind == "tiny":
+            model.ssl.load_state_dict(ssl.state_dict())
         return model.eval()
 
     @classmethod
@@ -142,12 +208,9 @@ class BaseModel(nn.Module):
             vocoder=vocoder.config,
             ssl=ssl,
         )
-        model = cls(config)
-        model.gpt.load_state_dict(gpt_state_dict_from_upstream({k: v.float() for k, v in s1["weight"].items()}))
-        sovits_sd = {k: v for k, v in sovits.state_dict().items() if not k.startswith("enc_q.")}
-        model.sovits.load_state_dict(sovits_sd)
-        model.vocoder.load_state_dict(vocoder.state_dict())
-        return model.eval()
+        gpt = GPT(gpt_cfg)
+        gpt.load_state_dict(gpt_state_dict_from_upstream({k: v.float() for k, v in s1["weight"].items()}))
+        return cls.from_modules(config, gpt, sovits, vocoder)
 
     # -- persistence -----------------------------------------------------------------------------
 

@@ -1,0 +1,69 @@
+"""VITS + HiFi-GAN training losses for s2 (SoVITS + vocoder), as upstream GPT-SoVITS uses them.
+
+Generator total (upstream weights): adversarial + feature matching + 45 * mel L1 + KL + commitment.
+The adversarial losses are least-squares GAN losses (real -> 1, fake -> 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tritone.audio.features import SpectrogramConfig, mel_spectrogram
+
+MEL_WEIGHT = 45.0
+KL_WEIGHT = 1.0
+FM_WEIGHT = 2.0  # inside feature_loss, as upstream
+
+
+def kl_loss(z_p: Tensor, logs_q: Tensor, m_p: Tensor, logs_p: Tensor, z_mask: Tensor) -> Tensor:
+    """KL(q(z|x) || p(z|c)) per masked element, with z_p = flow(z) a sample of q mapped to prior space.
+
+    All [B, C, T]; z_mask [B, 1, T].
+    """
+    kl = logs_p - logs_q - 0.5 + 0.5 * (z_p - m_p) ** 2 * torch.exp(-2.0 * logs_p)
+    return torch.sum(kl * z_mask) / torch.sum(z_mask.expand_as(kl)).clamp(min=1.0) * z_p.size(1)
+
+
+def feature_loss(fmap_r: Sequence[Sequence[Tensor]], fmap_g: Sequence[Sequence[Tensor]]) -> Tensor:
+    """Feature matching: L1 between the discriminators' feature maps of real and generated audio."""
+    loss = torch.zeros(())
+    for dr, dg in zip(fmap_r, fmap_g):
+        for r, g in zip(dr, dg):
+            loss = loss + torch.mean(torch.abs(r.detach() - g))
+    return loss * FM_WEIGHT
+
+
+def discriminator_loss(real: Sequence[Tensor], fake: Sequence[Tensor]) -> Tensor:
+    loss = torch.zeros(())
+    for dr, dg in zip(real, fake):
+        loss = loss + torch.mean((1.0 - dr) ** 2) + torch.mean(dg**2)
+    return loss
+
+
+def generator_loss(fake: Sequence[Tensor]) -> Tensor:
+    loss = torch.zeros(())
+    for dg in fake:
+        loss = loss + torch.mean((1.0 - dg) ** 2)
+    return loss
+
+
+@dataclass(frozen=True)
+class MelLoss:
+    """L1 between log-mel spectrograms at one or more resolutions (the first is upstream's)."""
+
+    resolutions: tuple[SpectrogramConfig, ...] = (SpectrogramConfig(),)
+
+    def __call__(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """y_hat, y [B, 1, T] or [B, T] waveforms -> mean L1 over resolutions."""
+        a, b = y_hat.reshape(y_hat.size(0), -1), y.reshape(y.size(0), -1)
+        total = torch.zeros((), device=a.device)
+        for cfg in self.resolutions:
+            total = total + torch.mean(torch.abs(mel_spectrogram(a, cfg) - mel_spectrogram(b, cfg)))
+        return total / len(self.resolutions)
+
+
+FINE_MEL = SpectrogramConfig(n_fft=512, hop_length=128, win_length=512, n_mels=80)
