@@ -108,15 +108,21 @@ def test_synth_with_an_adapter_uses_its_voice(tmp_path: Path) -> None:
     args = ["Adapters change the voice.", "--model", str(model_dir), "--seed", "5"]
     out = _tritone("synth", *args, "--adapter", str(tmp_path / "voice"), "-o", str(tmp_path / "a.wav"))
     assert out.returncode == 0, out.stderr
-    base = _tritone("synth", *args, "--voice-prompt", str(tmp_path / "p.safetensors"), "-o", str(tmp_path / "b.wav"))
+    base = _tritone(
+        "synth", *args, "--voice-prompt", str(tmp_path / "p.safetensors"), "-o", str(tmp_path / "b.wav")
+    )
     assert base.returncode == 1 and "no voice prompt file" in base.stderr
     prompt.save(tmp_path / "p.safetensors")
-    base = _tritone("synth", *args, "--voice-prompt", str(tmp_path / "p.safetensors"), "-o", str(tmp_path / "b.wav"))
+    base = _tritone(
+        "synth", *args, "--voice-prompt", str(tmp_path / "p.safetensors"), "-o", str(tmp_path / "b.wav")
+    )
     assert base.returncode == 0, base.stderr
     a, b = sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0]
     assert a.shape != b.shape or not np.allclose(a, b)  # same seed and prompt: only the adapter differs
     # An adapter pinned to other base weights is refused with a clear message.
     other = tmp_path / "other"
     assert _tritone("init-model", "--preset", "tiny", "--seed", "1", "--out", str(other)).returncode == 0
-    refused = _tritone("synth", "Hi there.", "--model", str(other), "--adapter", str(tmp_path / "voice"), "-o", "x.wav")
+    refused = _tritone(
+        "synth", "Hi there.", "--model", str(other), "--adapter", str(tmp_path / "voice"), "-o", "x.wav"
+    )
     assert refused.returncode == 1 and "base" in refused.stderr.lower()

@@ -53,7 +53,11 @@ def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
 
 def unwrap(model: nn.Module) -> nn.Module:
     inner = getattr(model, "module", None)
-    return inner if isinstance(inner, nn.Module) and isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return (
+        inner
+        if isinstance(inner, nn.Module) and isinstance(model, nn.parallel.DistributedDataParallel)
+        else model
+    )
 
 
 def barrier(info: DistInfo) -> None:

@@ -172,9 +172,7 @@ class Preparer:
         }
         return out
 
-    def run(
-        self, utterances: Sequence[Utterance], progress: bool = True
-    ) -> tuple[list[PrepItem], PrepStats]:
+    def run(self, utterances: Sequence[Utterance], progress: bool = True) -> tuple[list[PrepItem], PrepStats]:
         """Prepare every utterance not yet cached; returns the items (in input order) and stats."""
         stats = PrepStats()
         items: list[PrepItem] = []
@@ -270,9 +268,9 @@ def encode(
     progress: bool = True,
 ) -> tuple[dict[str, Path], PrepStats]:
     """Stage 2: SSL features + semantic tokens for every item; returns key -> `.pt` path."""
-    digest = hashlib.sha256(
-        f"{encoder_digest(ssl, ssl_proj, quantizer)}|{prep_digest}".encode()
-    ).hexdigest()[:16]
+    digest = hashlib.sha256(f"{encoder_digest(ssl, ssl_proj, quantizer)}|{prep_digest}".encode()).hexdigest()[
+        :16
+    ]
     root = Path(cache_dir or default_cache_dir()) / f"ssl-{digest}"
     was_training = [m.training for m in (ssl, ssl_proj, quantizer)]
     for m in (ssl, ssl_proj, quantizer):

@@ -108,7 +108,9 @@ class Tracker:
         if self.enabled and self.run_id is not None:
             self.client.log_artifacts(self.run_id, str(directory), artifact_path)
 
-    def log_audio(self, audio: np.ndarray, sample_rate: int, name: str, artifact_path: str = "samples") -> None:
+    def log_audio(
+        self, audio: np.ndarray, sample_rate: int, name: str, artifact_path: str = "samples"
+    ) -> None:
         """A WAV file and a PNG of its log spectrogram."""
         if not self.enabled or self.run_id is None:
             return

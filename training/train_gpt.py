@@ -64,7 +64,9 @@ class GPTExample:
     codes: Tensor  # [T25] long
 
 
-def load_examples(items: Sequence[PrepItem], encoded: dict[str, Path], progress: bool = True) -> list[GPTExample]:
+def load_examples(
+    items: Sequence[PrepItem], encoded: dict[str, Path], progress: bool = True
+) -> list[GPTExample]:
     out = []
     for it in tqdm(items, desc="load gpt data", disable=not progress, mininterval=2.0):
         data = it.load()
@@ -165,7 +167,12 @@ def train_gpt(
         set_rng_state(state["rng"])
         run_id = state.get("mlflow_run_id")
     tracker = Tracker(
-        "tritone-train-gpt", f"gpt-{run_dir.parent.name}", params, enabled=info.is_main, uri=tracking_uri, run_id=run_id
+        "tritone-train-gpt",
+        f"gpt-{run_dir.parent.name}",
+        params,
+        enabled=info.is_main,
+        uri=tracking_uri,
+        run_id=run_id,
     )
     net = ddp.wrap(model, info)
     lengths = [e.phones.shape[0] + e.codes.shape[0] for e in examples]
@@ -175,7 +182,9 @@ def train_gpt(
     t0, run_loss, run_acc, seen = time.time(), 0.0, 0.0, 0
     best: dict[str, float] = {}
     while step < cfg.steps:
-        for idx in iter_batches(lengths, cfg.max_tokens, cfg.max_batch, cfg.seed + epoch, info.rank, info.world):
+        for idx in iter_batches(
+            lengths, cfg.max_tokens, cfg.max_batch, cfg.seed + epoch, info.rank, info.world
+        ):
             if step >= cfg.steps:
                 break
             lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)

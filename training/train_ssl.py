@@ -175,7 +175,11 @@ def fit_codebook(
     used = int((counts > 0).sum())
     perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
     model.train()
-    return {"codebook_used": float(used), "codebook_perplexity": perplexity, "kmeans_frames": float(x.shape[0])}
+    return {
+        "codebook_used": float(used),
+        "codebook_perplexity": perplexity,
+        "kmeans_frames": float(x.shape[0]),
+    }
 
 
 def init_pair_mean(ssl_proj: nn.Conv1d) -> None:
@@ -233,14 +237,18 @@ def train_ssl(
             set_rng_state(state["rng"])
             if info.is_main and state.get("mlflow_run_id"):
                 tracker.finish("KILLED")
-                tracker = Tracker("tritone-train-ssl", "", enabled=True, uri=tracking_uri, run_id=state["mlflow_run_id"])
+                tracker = Tracker(
+                    "tritone-train-ssl", "", enabled=True, uri=tracking_uri, run_id=state["mlflow_run_id"]
+                )
         net = ddp.wrap(model, info)
         lengths = [it.frames for it in items]
         bar = tqdm(total=cfg.steps, initial=step, desc="ssl", disable=not (progress and info.is_main))
         epoch = step // max(1, len(lengths) // 8)
         t0 = time.time()
         while step < cfg.steps:
-            for idx in iter_batches(lengths, cfg.max_frames, cfg.max_batch, cfg.seed + epoch, info.rank, info.world):
+            for idx in iter_batches(
+                lengths, cfg.max_frames, cfg.max_batch, cfg.seed + epoch, info.rank, info.world
+            ):
                 if step >= cfg.steps:
                     break
                 lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
@@ -260,7 +268,12 @@ def train_ssl(
                     value = ddp.all_mean(float(loss), info)
                     bar.set_postfix(ctc=f"{value:.3f}")
                     tracker.log_metrics(
-                        {"ctc_loss": value, "lr": lr, "grad_norm": gn, "sec_per_step": (time.time() - t0) / cfg.log_every},
+                        {
+                            "ctc_loss": value,
+                            "lr": lr,
+                            "grad_norm": gn,
+                            "sec_per_step": (time.time() - t0) / cfg.log_every,
+                        },
                         step,
                     )
                     t0 = time.time()

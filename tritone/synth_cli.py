@@ -166,7 +166,7 @@ def _synth(args: argparse.Namespace) -> int:
         raise ValueError("give a voice: --adapter, --voice-prompt, or --ref with --ref-text")
     start = time.perf_counter()
     if args.stream:
-        chunks = []
+        chunks: list[np.ndarray] = []
         for chunk in pipeline.synthesize_stream(args.text, args.lang, voice, params, StreamConfig()):
             if not chunks:
                 print(f"first audio after {time.perf_counter() - start:.3f} s", file=sys.stderr)

@@ -1,0 +1,352 @@
+"""SoVITS (s2) + vocoder training: VITS with a HiFi-GAN generator and period/scale discriminators.
+
+Per step, as upstream's s2_train: the posterior encoder `enc_q` encodes the target's linear
+spectrogram into z; the flow maps z to the prior space, where the KL to the content prior
+(`enc_p`: semantic tokens + phones + the reference embedding `ge`) is taken; the generator
+vocodes a random 32-frame slice of z; the losses are mel L1 (x45), KL, least-squares adversarial,
+feature matching and the quantizer commitment (0 here: the codebook from the SSL stage is frozen,
+with `ssl_proj`). The discriminators are trained on the same slices.
+
+Demo-scale departures, all switches of `S2TrainConfig`: the discriminators are `NarrowMPD`
+(1/8 width, `d_shrink`); the first `gan_start` steps train without them (mel + KL only), which
+gets a CPU run to intelligible audio sooner; a second, finer mel resolution joins the L1
+(`fine_mel`). Every `eval_every` steps the inference path (tokens -> prior -> reverse flow ->
+vocoder, reference = the clip itself) is scored by mel L1 on held-out sentences and one sample
+is logged to MLflow as audio and a spectrogram image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from training import ddp
+from training.common import (
+    CKPT_LATEST,
+    grad_norm,
+    load_checkpoint,
+    lr_at,
+    pad_1d,
+    pad_2d,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_lr,
+    set_rng_state,
+)
+from training.gan import make_discriminator
+from training.losses import (
+    FINE_MEL,
+    KL_WEIGHT,
+    MEL_WEIGHT,
+    MelLoss,
+    discriminator_loss,
+    feature_loss,
+    generator_loss,
+    kl_loss,
+)
+from training.preprocess import PrepItem, iter_batches, load_item
+from training.tracking import Tracker
+from tritone.audio.features import SpectrogramConfig
+from tritone.models.sovits import S2TrainOutput, SoVITS, SoVITSConfig
+from tritone.models.vocoder import Vocoder, VocoderConfig
+
+S2_FINAL = "sovits-final.pt"
+
+
+@dataclass
+class S2TrainConfig:
+    steps: int = 6000
+    lr: float = 3e-4
+    warmup: int = 200
+    lr_floor: float = 0.3
+    betas: tuple[float, float] = (0.8, 0.99)
+    max_frames: int = 1600  # padded 50 Hz frames per batch
+    max_batch: int = 8
+    gan_start: int = 600  # steps of mel + KL only before the discriminators join
+    d_shrink: int = 8  # discriminator width divisor (1 = upstream's MPD)
+    fine_mel: bool = True
+    seed: int = 1234
+    log_every: int = 25
+    eval_every: int = 500
+    ckpt_every: int = 200
+    eval_utts: int = 12
+    threads: int | None = None
+
+
+@dataclass
+class S2Batch:
+    ssl: Tensor  # [B, ssl_dim, T] (edge-padded to the spectrogram's length)
+    spec: Tensor  # [B, bins, T]
+    spec_lens: Tensor  # [B]
+    phones: Tensor  # [B, N]
+    phone_lens: Tensor  # [B]
+    wav: Tensor  # [B, 1, T * hop]
+
+
+def load_s2_example(item: PrepItem, encoded_path: Path) -> dict[str, Tensor]:
+    data = item.load()
+    enc = load_item(encoded_path)
+    spec = data["spec"].float()
+    T = spec.shape[1]
+    ssl = enc["ssl"].float()
+    if ssl.shape[1] < T:
+        ssl = torch.cat([ssl, ssl[:, -1:].expand(-1, T - ssl.shape[1])], dim=1)
+    return {
+        "ssl": ssl[:, :T],
+        "spec": spec,
+        "phones": data["phones"].long(),
+        "wav": data["wav"].float() / 32767.0,
+        "codes": enc["codes"].long(),
+    }
+
+
+def collate_s2(examples: Sequence[dict[str, Tensor]]) -> S2Batch:
+    ssl, _ = pad_2d([e["ssl"] for e in examples])
+    spec, spec_lens = pad_2d([e["spec"] for e in examples])
+    phones, phone_lens = pad_1d([e["phones"] for e in examples])
+    wav, _ = pad_1d([e["wav"] for e in examples])
+    return S2Batch(ssl, spec, spec_lens, phones, phone_lens, wav.unsqueeze(1))
+
+
+def slice_wav(wav: Tensor, starts: Tensor, frames: int, hop: int) -> Tensor:
+    """The waveform segments matching z slices: wav [B, 1, N], starts [B] (frames) -> [B, 1, frames*hop]."""
+    n = frames * hop
+    out = torch.zeros(wav.shape[0], 1, n)
+    for b, s in enumerate(starts.tolist()):
+        seg = wav[b, :, s * hop : s * hop + n]
+        out[b, :, : seg.shape[1]] = seg
+    return out
+
+
+class S2Generator(nn.Module):
+    """SoVITS (with enc_q) + vocoder as one module, so DDP sees a single forward."""
+
+    def __init__(self, sovits: SoVITS, vocoder: Vocoder) -> None:
+        super().__init__()
+        self.sovits = sovits
+        self.vocoder = vocoder
+
+    def forward(self, batch: S2Batch) -> tuple[S2TrainOutput, Tensor]:
+        out = self.sovits.forward_train(batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens)
+        return out, self.vocoder(out.z_slice, out.ge)
+
+
+@torch.no_grad()
+def synthesize_from_codes(
+    sovits: SoVITS,
+    vocoder: Vocoder,
+    codes: Tensor,
+    phones: Tensor,
+    ref_spec: Tensor,
+    noise_scale: float = 0.5,
+    seed: int = 0,
+) -> Tensor:
+    """Inference path for one clip: codes [T25], phones [N], ref_spec [bins, Tr] -> wav [samples]."""
+    ge = sovits.ref_embedding(ref_spec.unsqueeze(0))
+    g = torch.Generator().manual_seed(seed)
+    z, _ = sovits.decode_latent(
+        codes.view(1, -1),
+        torch.tensor([codes.shape[0]]),
+        phones.view(1, -1),
+        torch.tensor([phones.shape[0]]),
+        ge,
+        noise_scale=noise_scale,
+        generator=g,
+    )
+    return vocoder(z, ge)[0, 0]
+
+
+@torch.no_grad()
+def evaluate_s2(
+    sovits: SoVITS, vocoder: Vocoder, examples: Sequence[dict[str, Tensor]], mel: MelLoss
+) -> tuple[dict[str, float], Tensor | None]:
+    """Mel L1 of the inference path (tokens -> audio, reference = the clip) on held-out clips."""
+    was = sovits.training, vocoder.training
+    sovits.eval()
+    vocoder.eval()
+    total = 0.0
+    first: Tensor | None = None
+    for i, ex in enumerate(examples):
+        wav = synthesize_from_codes(sovits, vocoder, ex["codes"], ex["phones"], ex["spec"], seed=i)
+        n = min(wav.shape[0], ex["wav"].shape[0])
+        total += float(mel(wav[:n].view(1, 1, -1), ex["wav"][:n].view(1, 1, -1)))
+        if first is None:
+            first = wav
+    sovits.train(was[0])
+    vocoder.train(was[1])
+    return {"eval_mel_l1": total / max(1, len(examples))}, first
+
+
+def train_sovits(
+    sovits_config: SoVITSConfig,
+    vocoder_config: VocoderConfig,
+    ssl_stage: dict[str, Any],
+    items: Sequence[PrepItem],
+    encoded: dict[str, Path],
+    eval_items: Sequence[PrepItem],
+    eval_encoded: dict[str, Path],
+    run_dir: Path,
+    cfg: S2TrainConfig | None = None,
+    init_sovits: dict[str, Tensor] | None = None,
+    init_vocoder: dict[str, Tensor] | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train and write `run_dir/sovits-final.pt` (SoVITS without enc_q, vocoder); resumable.
+
+    `ssl_stage` supplies the frozen `ssl_proj` and quantizer; `init_*` start from existing
+    weights (fine-tuning an upstream base) instead of random ones.
+    """
+    cfg = cfg or S2TrainConfig()
+    info = ddp.setup(cfg.threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / S2_FINAL
+    if final.is_file():
+        return final
+    seed_everything(cfg.seed)
+    sovits = SoVITS(sovits_config, posterior=True)
+    vocoder = Vocoder(vocoder_config)
+    if init_sovits is not None:
+        sovits.load_state_dict(init_sovits, strict=False)  # released weights have no enc_q
+    if init_vocoder is not None:
+        vocoder.load_state_dict(init_vocoder)
+    sovits.ssl_proj.load_state_dict(ssl_stage["ssl_proj"])
+    sovits.quantizer.load_state_dict(ssl_stage["quantizer"])
+    sovits.ssl_proj.requires_grad_(False)
+    sovits.quantizer.requires_grad_(False)
+    gen = S2Generator(sovits, vocoder)
+    disc = make_discriminator(cfg.d_shrink)
+    g_params = [p for p in gen.parameters() if p.requires_grad]
+    opt_g = torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, eps=1e-9)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-9)
+    mel = MelLoss((SpectrogramConfig(), FINE_MEL) if cfg.fine_mel else (SpectrogramConfig(),))
+    eval_mel = MelLoss((SpectrogramConfig(),))
+    hop = sovits_config.hop_length
+    seg = sovits_config.segment_frames
+
+    state = load_checkpoint(run_dir / CKPT_LATEST)
+    step, run_id = 0, None
+    if state is not None:
+        gen.load_state_dict(state["gen"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step = int(state["step"])
+        set_rng_state(state["rng"])
+        run_id = state.get("mlflow_run_id")
+    params = {
+        **asdict(cfg),
+        **{f"sovits.{k}": v for k, v in asdict(sovits_config).items()},
+        **{f"vocoder.{k}": v for k, v in asdict(vocoder_config).items()},
+        "n_params_gen": sum(p.numel() for p in g_params),
+        "n_params_disc": sum(p.numel() for p in disc.parameters()),
+        "world": info.world,
+    }
+    tracker = Tracker(
+        "tritone-train-sovits", f"sovits-{run_dir.parent.name}", params, enabled=info.is_main, uri=tracking_uri, run_id=run_id
+    )
+    gen_net, disc_net = ddp.wrap(gen, info), ddp.wrap(disc, info)
+    eval_examples = (
+        [load_s2_example(it, eval_encoded[it.key]) for it in eval_items[: cfg.eval_utts]] if info.is_main else []
+    )
+    lengths = [it.frames for it in items]
+    per_epoch = max(1, sum(lengths) // cfg.max_frames)
+    epoch = step // per_epoch
+    bar = tqdm(total=cfg.steps, initial=step, desc="sovits", disable=not (progress and info.is_main))
+    sums: dict[str, float] = {}
+    seen, t0 = 0, time.time()
+    last_eval: dict[str, float] = {}
+    while step < cfg.steps:
+        for idx in iter_batches(lengths, cfg.max_frames, cfg.max_batch, cfg.seed + epoch, info.rank, info.world):
+            if step >= cfg.steps:
+                break
+            lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.lr_floor)
+            set_lr(opt_g, lr)
+            set_lr(opt_d, lr)
+            batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx])
+            out, y_hat = gen_net(batch)
+            y = slice_wav(batch.wav, out.ids_slice, seg, hop)
+            use_gan = step >= cfg.gan_start
+            logs: dict[str, float] = {}
+            if use_gan:
+                d_real, d_fake, _, _ = disc_net(y, y_hat.detach())
+                loss_d = discriminator_loss(d_real, d_fake)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                logs["grad_norm_d"] = float(nn.utils.clip_grad_norm_(disc.parameters(), 100.0))
+                opt_d.step()
+                logs["loss_d"] = float(loss_d)
+            loss_mel = mel(y_hat, y)
+            loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
+            loss_g = MEL_WEIGHT * loss_mel + KL_WEIGHT * loss_kl + out.commit_loss
+            if use_gan:
+                _, d_fake, fmap_r, fmap_g = disc_net(y, y_hat)
+                loss_adv = generator_loss(d_fake)
+                loss_fm = feature_loss(fmap_r, fmap_g)
+                loss_g = loss_g + loss_adv + loss_fm
+                logs["loss_adv"], logs["loss_fm"] = float(loss_adv), float(loss_fm)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            logs["grad_norm_g"] = grad_norm(g_params)
+            nn.utils.clip_grad_norm_(g_params, 100.0)
+            opt_g.step()
+            logs.update(loss_g=float(loss_g), loss_mel=float(loss_mel), loss_kl=float(loss_kl))
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            seen += 1
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                metrics = {k: ddp.all_mean(v / seen, info) for k, v in sorted(sums.items())}
+                metrics.update(lr=lr, epoch=float(epoch), sec_per_step=(time.time() - t0) / seen)
+                bar.set_postfix(mel=f"{metrics['loss_mel']:.3f}", kl=f"{metrics['loss_kl']:.2f}")
+                tracker.log_metrics(metrics, step)
+                sums, seen, t0 = {}, 0, time.time()
+            if info.is_main and (step % cfg.eval_every == 0 or step == cfg.steps) and eval_examples:
+                last_eval, sample = evaluate_s2(sovits, vocoder, eval_examples, eval_mel)
+                tracker.log_metrics(last_eval, step)
+                if sample is not None:
+                    tracker.log_audio(sample.numpy(), sovits_config.sampling_rate, f"step{step:06d}_{eval_items[0].utt_id}")
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                if info.is_main:
+                    save_checkpoint(
+                        run_dir / CKPT_LATEST,
+                        {
+                            "gen": gen.state_dict(),
+                            "disc": disc.state_dict(),
+                            "opt_g": opt_g.state_dict(),
+                            "opt_d": opt_d.state_dict(),
+                            "step": step,
+                            "rng": rng_state(),
+                            "config": asdict(cfg),
+                            "mlflow_run_id": tracker.run_id,
+                        },
+                    )
+                ddp.barrier(info)
+        epoch += 1
+    bar.close()
+    if info.is_main:
+        s2_state = {k: v for k, v in sovits.state_dict().items() if not k.startswith("enc_q.")}
+        save_checkpoint(
+            final,
+            {
+                "sovits": s2_state,
+                "vocoder": vocoder.state_dict(),
+                "enc_q": {k[len("enc_q.") :]: v for k, v in sovits.state_dict().items() if k.startswith("enc_q.")},
+                "disc": disc.state_dict(),
+                "stats": last_eval,
+                "steps": step,
+                "mlflow_run_id": tracker.run_id,
+            },
+        )
+        tracker.finish()
+    ddp.barrier(info)
+    return final
