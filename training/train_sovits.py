@@ -283,7 +283,7 @@ def train_sovits(
                 loss_d.backward()
                 logs["grad_norm_d"] = float(nn.utils.clip_grad_norm_(disc.parameters(), 100.0))
                 opt_d.step()
-                logs["loss_d"] = float(loss_d)
+                logs["loss_d"] = loss_d.item()
             loss_mel = mel(y_hat, y)
             loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
             loss_g = MEL_WEIGHT * loss_mel + KL_WEIGHT * loss_kl + out.commit_loss
@@ -292,13 +292,13 @@ def train_sovits(
                 loss_adv = generator_loss(d_fake)
                 loss_fm = feature_loss(fmap_r, fmap_g)
                 loss_g = loss_g + loss_adv + loss_fm
-                logs["loss_adv"], logs["loss_fm"] = float(loss_adv), float(loss_fm)
+                logs["loss_adv"], logs["loss_fm"] = loss_adv.item(), loss_fm.item()
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             logs["grad_norm_g"] = grad_norm(g_params)
             nn.utils.clip_grad_norm_(g_params, 100.0)
             opt_g.step()
-            logs.update(loss_g=float(loss_g), loss_mel=float(loss_mel), loss_kl=float(loss_kl))
+            logs.update(loss_g=loss_g.item(), loss_mel=loss_mel.item(), loss_kl=loss_kl.item())
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             seen += 1

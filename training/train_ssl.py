@@ -265,7 +265,7 @@ def train_ssl(
                 step += 1
                 bar.update(1)
                 if step % cfg.log_every == 0:
-                    value = ddp.all_mean(float(loss), info)
+                    value = ddp.all_mean(loss.item(), info)
                     bar.set_postfix(ctc=f"{value:.3f}")
                     tracker.log_metrics(
                         {
