@@ -20,6 +20,9 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+bench: setup
+	scripts/bench.sh
+
 chart: setup
 	scripts/chart.sh
 

@@ -1,4 +1,5 @@
-"""`tritone data ...`: build the demo corpus, validate a corpus, report clip quality."""
+"""`tritone data ...` (corpora), `tritone train ...` (base model, voice adapters, the demo) and
+`tritone eval` (clone quality)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,9 @@ def add_commands(subparsers: Any) -> None:
     report.add_argument("--all", action="store_true", help="print every clip, not only excluded ones")
     report.set_defaults(func=_cmd_report)
 
+    add_train_commands(subparsers)
+    add_eval_command(subparsers)
+
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
@@ -194,4 +198,274 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.filtered_list:
         write_filtered_list(report, dataset.utterances, args.filtered_list)
         print(f"wrote {args.filtered_list} ({len(report.kept())} clips)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# tritone train ...
+
+
+def add_train_commands(subparsers: Any) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train the base model, a voice adapter, or the bundled demo",
+        description="Training. See docs/TRAINING.md.",
+    )
+    train.set_defaults(func=lambda args: _print_help(train))
+    sub = train.add_subparsers(dest="train_command", metavar="SUBCOMMAND")
+
+    base = sub.add_parser(
+        "base",
+        help="train the base model (SSL/quantizer, GPT, SoVITS + vocoder), export and register it",
+        description=(
+            "Train a base model stage by stage (prep, ssl, encode, gpt, sovits, export, register). "
+            "Every stage resumes from its checkpoint. Works under torchrun for multi-process DDP."
+        ),
+    )
+    base.add_argument("--train-list", type=Path, required=True, help="training .list file")
+    base.add_argument("--eval-list", type=Path, required=True, help="held-out .list file (same speakers)")
+    base.add_argument("--run-dir", type=Path, required=True, help="where checkpoints and the result go")
+    base.add_argument("--preset", default="demo", help="model size: tiny, demo or v2 (default demo)")
+    base.add_argument("--stage", default="all", help="one stage, or all (default)")
+    base.add_argument("--seed", type=int, default=1234)
+    base.add_argument("--init", type=Path, default=None, help="base bundle to fine-tune from (e.g. an upstream import)")
+    base.add_argument("--init-s1", type=Path, default=None, help="upstream s1 .ckpt to fine-tune from (with --init-s2)")
+    base.add_argument("--init-s2", type=Path, default=None, help="upstream s2 .pth to fine-tune from (with --init-s1)")
+    base.add_argument("--hubert-dir", type=Path, default=None, help="HuBERT directory for --init-s1/--init-s2")
+    base.add_argument("--bert-dir", default=None, help="Chinese BERT directory (zh BERT features)")
+    base.add_argument("--ssl-steps", type=int, default=None)
+    base.add_argument("--gpt-steps", type=int, default=None)
+    base.add_argument("--sovits-steps", type=int, default=None)
+    base.add_argument("--gan-start", type=int, default=None, help="SoVITS steps before the discriminators join")
+    base.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    base.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the registry's)")
+    base.add_argument("--no-progress", action="store_true", help="no progress bars")
+    base.set_defaults(func=_cmd_train_base)
+
+    adapter = sub.add_parser(
+        "adapter",
+        help="train a voice's LoRA adapter from 1-5 minutes of audio, evaluate and register it (staging)",
+        description=(
+            "Train a per-speaker LoRA adapter over a base model, build its voice prompt, evaluate it "
+            "against the speaker's real recordings and the base's zero-shot clone, write the adapter "
+            "directory and register it as voice.<tenant>.<name> at alias staging."
+        ),
+    )
+    adapter.add_argument("--voice", required=True, help="voice name")
+    adapter.add_argument("--tenant", default="default", help="tenant (default: default)")
+    adapter.add_argument("--audio", required=True, type=Path, help="folder of clips + transcripts, or a .list")
+    adapter.add_argument("--consent", required=True, type=Path, help="consent record (JSON)")
+    adapter.add_argument("--base", type=Path, default=None, help="base bundle (default: demo/base)")
+    adapter.add_argument("--out", type=Path, default=None, help="adapter directory (default: $TRITONE_HOME/adapters/<tenant>.<voice>)")
+    adapter.add_argument("--speaker", default=None, help="speaker to take from a multi-speaker .list")
+    adapter.add_argument("--lang", default=None, help="language of a folder's transcripts")
+    adapter.add_argument("--ref", type=Path, default=None, help="reference clip for the voice prompt (3-10 s)")
+    adapter.add_argument("--ref-text", default=None, help="transcript of --ref")
+    adapter.add_argument("--eval-list", type=Path, default=None, help="held-out sentences of the speaker (.list)")
+    adapter.add_argument("--eval-sentences", type=int, default=None, help="evaluate on at most N sentences")
+    adapter.add_argument("--steps", type=int, default=None)
+    adapter.add_argument("--rank", type=int, default=None)
+    adapter.add_argument("--alpha", type=float, default=None)
+    adapter.add_argument("--lr", type=float, default=None)
+    adapter.add_argument("--targets", default=None, help="comma-separated groups: gpt,ref,mrte,flow,vocoder")
+    adapter.add_argument("--max-minutes", type=float, default=None, help="use at most this much audio (default 5)")
+    adapter.add_argument("--seed", type=int, default=1234)
+    adapter.add_argument("--threads", type=int, default=None)
+    adapter.add_argument("--no-register", action="store_true", help="write the adapter but do not register it")
+    adapter.add_argument("--tracking-uri", default=None)
+    adapter.add_argument("--no-progress", action="store_true")
+    adapter.set_defaults(func=_cmd_train_adapter)
+
+    demo = sub.add_parser(
+        "demo",
+        help="reproduce the shipped demo: base model + demo voice(s) under demo/, with the quality report",
+        description="Run the demo recipe (training/recipes/demo.py). See docs/TRAINING.md.",
+    )
+    demo.add_argument("--corpus", type=Path, default=None, help="demo corpus folder (default: $TRITONE_HOME/demo)")
+    demo.add_argument("--run-dir", type=Path, default=None, help="work folder (default: $TRITONE_HOME/runs/demo)")
+    demo.add_argument("--out", type=Path, default=None, help="where the shipped artifacts go (default: <repo>/demo)")
+    demo.add_argument("--voices", default="festival_ked", help="held-out voices to make adapters for")
+    demo.add_argument("--seed", type=int, default=1234)
+    demo.add_argument("--stage", default="all", help="base, adapters, eval, ship or all")
+    demo.add_argument("--threads", type=int, default=None)
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=_cmd_train_demo)
+
+
+def _cmd_train_base(args: argparse.Namespace) -> int:
+    from training.train_base import BaseRecipe, BaseTrainer
+
+    init = args.init
+    if (args.init_s1 is None) != (args.init_s2 is None):
+        raise ValueError("--init-s1 and --init-s2 go together")
+    if args.init_s1 is not None:
+        from tritone.models.base import BaseModel
+
+        init = args.run_dir / "init"
+        if not (init / "manifest.json").is_file():
+            BaseModel.from_upstream(args.init_s1, args.init_s2, args.hubert_dir).save(init)
+    recipe = BaseRecipe(
+        train_list=args.train_list,
+        eval_list=args.eval_list,
+        run_dir=args.run_dir,
+        preset=args.preset,
+        seed=args.seed,
+        init=init,
+        bert_dir=args.bert_dir,
+        tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
+    if args.ssl_steps is not None:
+        recipe.ssl.steps = args.ssl_steps
+    if args.gpt_steps is not None:
+        recipe.gpt.steps = args.gpt_steps
+    if args.sovits_steps is not None:
+        recipe.sovits.steps = args.sovits_steps
+    if args.gan_start is not None:
+        recipe.sovits.gan_start = args.gan_start
+    trainer = BaseTrainer(recipe)
+    start = time.perf_counter()
+    result = trainer.run(args.stage)
+    if trainer.info.is_main:
+        print(json.dumps({"stage": args.stage, "result": result, "seconds": round(time.perf_counter() - start, 1)}, default=str))
+    from training import ddp
+
+    ddp.cleanup(trainer.info)
+    return 0
+
+
+def _default_base() -> Path:
+    from tritone.config import REPO_ROOT
+
+    return REPO_ROOT / "demo" / "base"
+
+
+def _cmd_train_adapter(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from training.train_adapter import AdapterJob, AdapterTrainConfig, train_adapter
+    from tritone.config import data_dir
+
+    cfg = AdapterTrainConfig(seed=args.seed, threads=args.threads)
+    overrides: dict[str, Any] = {}
+    for name in ("steps", "rank", "alpha", "lr"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.targets:
+        overrides["targets"] = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    if args.max_minutes is not None:
+        overrides["max_seconds"] = 60.0 * args.max_minutes
+    cfg = replace(cfg, **overrides)
+    job = AdapterJob(
+        voice=args.voice,
+        tenant=args.tenant,
+        base=args.base or _default_base(),
+        audio=args.audio,
+        consent=args.consent,
+        out=args.out or data_dir() / "adapters" / f"{args.tenant}.{args.voice}",
+        speaker=args.speaker,
+        lang=args.lang,
+        reference=args.ref,
+        reference_text=args.ref_text,
+        eval_list=args.eval_list,
+        eval_sentences=args.eval_sentences,
+        register=not args.no_register,
+        tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+        config=cfg,
+    )
+    result = train_adapter(job)
+    print(
+        json.dumps(
+            {
+                "adapter": str(result.path),
+                "version": result.version,
+                "alias": "staging" if result.version is not None else None,
+                "metrics": result.metrics,
+                "run_id": result.run_id,
+                "seconds": round(result.seconds, 1),
+            }
+        )
+    )
+    return 0
+
+
+def _cmd_train_demo(args: argparse.Namespace) -> int:
+    from training.recipes.demo import DemoRecipe, run_demo
+
+    recipe = DemoRecipe(
+        corpus=args.corpus,
+        run_dir=args.run_dir,
+        out=args.out,
+        voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()),
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(run_demo(recipe, args.stage), indent=2, default=str))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# tritone eval
+
+
+def add_eval_command(subparsers: Any) -> None:
+    ev = subparsers.add_parser(
+        "eval",
+        help="clone quality on held-out sentences: similarity, WER, RTF vs real recordings and zero-shot",
+        description=(
+            "Evaluate cloning of one speaker on held-out sentences. Always reports, side by side, the "
+            "speaker's own recordings of the same sentences and the base model's zero-shot clone from "
+            "one reference clip, plus one row per --adapter. See docs/QUALITY.md."
+        ),
+    )
+    ev.add_argument("--base", type=Path, default=None, help="base bundle (default: demo/base)")
+    ev.add_argument("--adapter", type=Path, action="append", default=[], help="adapter directory (repeatable)")
+    ev.add_argument("--list", type=Path, required=True, help=".list of held-out sentences with real recordings")
+    ev.add_argument("--speaker", default=None, help="the speaker to evaluate (required for multi-speaker lists)")
+    ev.add_argument("--enrol-list", type=Path, required=True, help=".list with the speaker's enrolment clips (~60 s used)")
+    ev.add_argument("--ref", type=Path, default=None, help="zero-shot reference clip (default: picked from --enrol-list)")
+    ev.add_argument("--ref-text", default=None, help="transcript of --ref")
+    ev.add_argument("--sentences", type=int, default=None, help="evaluate at most N sentences")
+    ev.add_argument("--seed", type=int, default=1234)
+    ev.add_argument("--no-zero-shot", action="store_true")
+    ev.add_argument("--json", type=Path, default=None, help="write the full report (per utterance) as JSON")
+    ev.add_argument("--save-audio", type=Path, default=None, help="write the generated clips here")
+    ev.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from training.data import Utterance
+    from training.evaluate import evaluate_speaker
+    from training.train_adapter import speaker_utterances
+
+    sentences = speaker_utterances(args.list, args.speaker, None)
+    speaker = args.speaker or sentences[0].speaker
+    if len({u.speaker for u in sentences}) > 1:
+        raise ValueError(f"{args.list} holds several speakers; pick one with --speaker")
+    enrol = speaker_utterances(args.enrol_list, speaker, None)
+    if args.sentences is not None:
+        sentences = sentences[: args.sentences]
+    ref = None
+    if args.ref is not None:
+        if not args.ref_text:
+            raise ValueError("--ref needs --ref-text")
+        ref = Utterance(args.ref.stem, args.ref, speaker, sentences[0].lang, args.ref_text)
+    report = evaluate_speaker(
+        args.base or _default_base(),
+        sentences,
+        enrol,
+        adapters=[(f"adapter {p.name}", p) for p in args.adapter],
+        reference=ref,
+        seed=args.seed,
+        zero_shot=not args.no_zero_shot,
+        save_dir=args.save_audio,
+        command="tritone " + " ".join(sys.argv[1:]),
+    )
+    print(f"speaker {report.speaker}: {report.sentences} held-out sentences, enrolment {report.enrol_seconds:.0f} s")
+    print(report.markdown())
+    if args.json:
+        report.write(args.json)
     return 0

@@ -104,6 +104,39 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class HashIndex:
+    """sha256 of audio files, remembered by (path, size, mtime) so re-runs do not re-read them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, list[Any]] = {}
+        self.dirty = False
+        if path.is_file():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self.entries = {}
+
+    def sha256(self, file: Path) -> str:
+        st = file.stat()
+        key = str(file.resolve())
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return str(hit[2])
+        sha = file_sha256(file)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, sha]
+        self.dirty = True
+        return sha
+
+    def save(self) -> None:
+        if self.dirty:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.entries))
+            os.replace(tmp, self.path)
+            self.dirty = False
+
+
 def item_key(audio_sha256: str, lang: str, text: str) -> str:
     """The cache key of one utterance: its audio bytes, language and transcript."""
     return hashlib.sha256(f"{audio_sha256}\n{lang}\n{text}".encode()).hexdigest()[:32]
@@ -140,7 +173,9 @@ class Preparer:
         from tritone.text import TextFrontend
 
         self.config = config or PrepConfig()
-        self.root = Path(cache_dir or default_cache_dir()) / f"prep-{self.config.digest()}"
+        cache = Path(cache_dir or default_cache_dir())
+        self.root = cache / f"prep-{self.config.digest()}"
+        self.hashes = HashIndex(cache / "audio-sha256.json")
         self.frontend = TextFrontend(self.config.text_version, bert_dir=self.config.bert_dir)
 
     def prepare_one(self, utt: Utterance, key: str) -> dict[str, Any]:
@@ -178,7 +213,7 @@ class Preparer:
         items: list[PrepItem] = []
         bar = tqdm(utterances, desc="prepare", unit="utt", disable=not progress, mininterval=2.0)
         for utt in bar:
-            key = item_key(file_sha256(utt.wav_path), utt.lang, utt.text)
+            key = item_key(self.hashes.sha256(utt.wav_path), utt.lang, utt.text)
             pt = _item_paths(self.root, key)
             meta_path = pt.with_suffix(".json")
             if meta_path.is_file() and pt.is_file():
@@ -214,6 +249,7 @@ class Preparer:
                     path=str(pt),
                 )
             )
+        self.hashes.save()
         return items, stats
 
 

@@ -73,6 +73,8 @@ class S2TrainConfig:
     gan_start: int = 600  # steps of mel + KL only before the discriminators join
     d_shrink: int = 8  # discriminator width divisor (1 = upstream's MPD)
     fine_mel: bool = True
+    gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
+    gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
     log_every: int = 25
     eval_every: int = 500
@@ -108,11 +110,13 @@ def load_s2_example(item: PrepItem, encoded_path: Path) -> dict[str, Tensor]:
     }
 
 
-def collate_s2(examples: Sequence[dict[str, Tensor]]) -> S2Batch:
+def collate_s2(examples: Sequence[dict[str, Tensor]], gains: Sequence[float] | None = None) -> S2Batch:
+    """Pad a batch; `gains` scales each clip's spectrogram and waveform (level augmentation)."""
+    g = list(gains) if gains is not None else [1.0] * len(examples)
     ssl, _ = pad_2d([e["ssl"] for e in examples])
-    spec, spec_lens = pad_2d([e["spec"] for e in examples])
+    spec, spec_lens = pad_2d([e["spec"] * gi for e, gi in zip(examples, g)])
     phones, phone_lens = pad_1d([e["phones"] for e in examples])
-    wav, _ = pad_1d([e["wav"] for e in examples])
+    wav, _ = pad_1d([e["wav"] * gi for e, gi in zip(examples, g)])
     return S2Batch(ssl, spec, spec_lens, phones, phone_lens, wav.unsqueeze(1))
 
 
@@ -271,7 +275,8 @@ def train_sovits(
             lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.lr_floor)
             set_lr(opt_g, lr)
             set_lr(opt_d, lr)
-            batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx])
+            gains = (torch.rand(len(idx)) * (cfg.gain_max - cfg.gain_min) + cfg.gain_min).tolist()
+            batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx], gains)
             out, y_hat = gen_net(batch)
             y = slice_wav(batch.wav, out.ids_slice, seg, hop)
             use_gan = step >= cfg.gan_start

@@ -77,33 +77,36 @@ class BaseModelConfig:
 
     @classmethod
     def demo(cls) -> BaseModelConfig:
-        """The shipped demo base: v2's structure, narrowed to train on 2 CPU cores in hours.
+        """The shipped demo base: v2's structure, narrowed to train on 2 CPU cores in hours and
+        to fit the repository (about 6.8 M parameters and buffers, 27 MB in float32).
 
-        GPT 6 x 192 (4 heads), SoVITS at width 96 with a 256-d content path, a 128-channel
-        generator and a 64-channel built-in SSL encoder; about 6 M inference parameters.
-        The codebook keeps 1024 entries so the GPT vocabulary (EOS = 1024) is upstream's.
+        GPT 4 x 192 (4 heads); SoVITS at width 96 with a 128-d content path, 3 text-encoder
+        layers, 192-d reference embedding and 4 flows of 3 WaveNet layers (kernel 3); a
+        128-channel generator; a 64-channel built-in SSL encoder. The codebook keeps 1024
+        entries, so the GPT vocabulary (EOS = 1024) is upstream's.
         """
         s2 = SoVITSConfig(
-            ssl_dim=256,
+            ssl_dim=128,
             kmeans_iters=20,
             inter_channels=96,
             hidden_channels=96,
-            filter_channels=384,
+            filter_channels=256,
             n_heads=2,
-            n_layers=4,
-            mrte_channels=256,
+            n_layers=3,
+            mrte_channels=192,
             mrte_heads=4,
-            gin_channels=256,
-            style_hidden=128,
+            gin_channels=192,
+            style_hidden=96,
             n_flows=4,
-            flow_n_layers=4,
+            flow_kernel_size=3,
+            flow_n_layers=3,
             posterior_n_layers=8,
         )
         return cls(
-            gpt=GPTConfig(n_layer=6, n_head=4, d_model=192, d_ff=768),
+            gpt=GPTConfig(n_layer=4, n_head=4, d_model=192, d_ff=768),
             sovits=s2,
-            vocoder=VocoderConfig(in_channels=96, upsample_initial_channel=128, gin_channels=256),
-            ssl=SSLConfig(dim=256, channels=64, n_blocks=2),
+            vocoder=VocoderConfig(in_channels=96, upsample_initial_channel=128, gin_channels=192),
+            ssl=SSLConfig(dim=128, channels=64, n_blocks=3),
         )
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Generated from gateway/proto/tritone/v1/tts.proto by gateway.proto.build."""

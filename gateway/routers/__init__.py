@@ -1,0 +1,1 @@
+"""HTTP routers: `tts` (synthesis), `voices`, `ops` (health, readiness, metrics, web page)."""

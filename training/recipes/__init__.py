@@ -1,0 +1,1 @@
+"""Reproducible training recipes (`tritone train demo`)."""

@@ -1,0 +1,297 @@
+"""`tritone train base`: the whole base-model recipe, stage by stage, resumable.
+
+Stages (each skips what is already done; `--stage all` runs them in order):
+
+    prep     stage-1 preprocessing of the train and eval lists (training/preprocess.py)
+    ssl      content encoder + quantizer codebook (training/train_ssl.py); with `init`, the
+             initial base's SSL encoder, ssl_proj and codebook are kept instead
+    encode   SSL features + semantic tokens for both lists (stage-2 cache)
+    gpt      s1 (training/train_gpt.py)
+    sovits   s2 + vocoder + discriminators (training/train_sovits.py)
+    export   bundle the trained modules as a `BaseModel` (`<run>/base`), write samples to MLflow
+    register register the bundle as a `tritone-base` version (adapters registry)
+
+`gpt` and `sovits` depend only on `encode`, so they can run as two processes at once. Every
+stage works under `torchrun --nproc-per-node N` (gloo on CPU): preprocessing and k-means run
+on rank 0 while the others wait, the training loops shard batches across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training import ddp
+from training.data import read_list
+from training.preprocess import PrepConfig, PrepItem, encode, prepare
+from training.train_gpt import GPT_FINAL, GPTTrainConfig, train_gpt
+from training.train_sovits import S2_FINAL, S2TrainConfig, train_sovits
+from training.train_ssl import SSL_FINAL, SSLTrainConfig, load_ssl_stage, train_ssl
+from tritone.models.base import BaseModel, BaseModelConfig
+from tritone.models.gpt import GPT
+from tritone.models.sovits import SoVITS
+from tritone.models.vocoder import Vocoder
+
+STAGES = ("prep", "ssl", "encode", "gpt", "sovits", "export", "register")
+BASE_DIR = "base"
+SAMPLE_MAX_TOKENS = 500  # 20 s: an undertrained GPT may never emit EOS
+
+
+def _item_audio(item: PrepItem) -> tuple[Any, int]:
+    """The stage-1 (normalised, 32 kHz) audio of a cached item as float32."""
+    data = item.load()
+    return data["wav"].float().numpy() / 32767.0, 32_000
+
+
+@dataclass
+class BaseRecipe:
+    train_list: Path
+    eval_list: Path
+    run_dir: Path
+    preset: str = "demo"
+    name: str = "tritone-base"
+    seed: int = 1234
+    init: Path | None = None  # a base bundle to fine-tune from (e.g. an upstream import)
+    bert_dir: str | None = None
+    cache_dir: Path | None = None
+    tracking_uri: str | None = None
+    progress: bool = True
+    threads: int | None = None  # torch CPU threads per process (default: torch's choice)
+    ssl: SSLTrainConfig = field(default_factory=SSLTrainConfig)
+    gpt: GPTTrainConfig = field(default_factory=GPTTrainConfig)
+    sovits: S2TrainConfig = field(default_factory=S2TrainConfig)
+
+    def __post_init__(self) -> None:
+        for cfg in (self.ssl, self.gpt, self.sovits):
+            cfg.seed = self.seed
+            cfg.threads = self.threads
+
+    def model_config(self) -> BaseModelConfig:
+        if self.init is not None:
+            return BaseModel.load(self.init).config
+        config = BaseModelConfig.preset(self.preset)
+        config.name = self.name
+        return config
+
+
+class BaseTrainer:
+    """Runs the stages of one recipe; holds what stages hand each other."""
+
+    def __init__(self, recipe: BaseRecipe) -> None:
+        self.recipe = recipe
+        self.info = ddp.setup(recipe.threads)
+        self.config = recipe.model_config()
+        self.init_model = BaseModel.load(recipe.init) if recipe.init is not None else None
+        self.run_dir = recipe.run_dir
+        self._items: tuple[list[PrepItem], list[PrepItem]] | None = None
+        self._encoded: dict[str, Path] | None = None
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def items(self) -> tuple[list[PrepItem], list[PrepItem]]:
+        if self._items is None:
+            r = self.recipe
+            result: Any = None
+            if self.info.is_main:
+                train = read_list(r.train_list)
+                train.raise_if_errors()
+                evals = read_list(r.eval_list)
+                evals.raise_if_errors()
+                prep = PrepConfig(bert_dir=r.bert_dir)
+                tr, st1 = prepare(train.utterances, prep, r.cache_dir, r.progress)
+                ev, st2 = prepare(evals.utterances, prep, r.cache_dir, r.progress)
+                for st in (st1, st2):
+                    for utt, why in st.failed:
+                        print(f"skipped {utt}: {why}")
+                result = (tr, ev)
+            result = ddp.broadcast_object(result, self.info)
+            self._items = result
+        assert self._items is not None
+        return self._items
+
+    def ssl_stage(self) -> dict[str, Any]:
+        path = self.run_dir / "ssl" / SSL_FINAL
+        if self.init_model is not None and not path.is_file():
+            if self.info.is_main:
+                from training.common import save_checkpoint
+
+                save_checkpoint(
+                    path,
+                    {
+                        "ssl": self.init_model.ssl.state_dict() if self.config.ssl.kind == "tiny" else {},
+                        "ssl_proj": self.init_model.sovits.ssl_proj.state_dict(),
+                        "quantizer": self.init_model.sovits.quantizer.state_dict(),
+                        "stats": {"from": str(self.recipe.init)},
+                    },
+                )
+            ddp.barrier(self.info)
+        if not path.is_file():
+            tr, ev = self.items()
+            train_ssl(self.config, tr, ev, self.run_dir / "ssl", self.recipe.ssl, self.recipe.tracking_uri, self.recipe.progress)
+        return load_ssl_stage(path)
+
+    def content_modules(self) -> tuple[torch.nn.Module, SoVITS]:
+        """The trained SSL encoder and a SoVITS holding the trained ssl_proj + codebook."""
+        st = self.ssl_stage()
+        ssl = self.config.ssl.build()
+        if self.config.ssl.kind == "tiny":
+            ssl.load_state_dict(st["ssl"])
+        sovits = SoVITS(self.config.sovits, posterior=False)
+        sovits.ssl_proj.load_state_dict(st["ssl_proj"])
+        sovits.quantizer.load_state_dict(st["quantizer"])
+        return ssl.eval(), sovits.eval()
+
+    def encoded(self) -> dict[str, Path]:
+        if self._encoded is None:
+            tr, ev = self.items()
+            result: Any = None
+            if self.info.is_main:
+                ssl, sovits = self.content_modules()
+                prep = PrepConfig(bert_dir=self.recipe.bert_dir)
+                result, _ = encode(
+                    tr + ev,
+                    ssl,
+                    sovits.ssl_proj,
+                    sovits.quantizer,
+                    self.recipe.cache_dir,
+                    prep.digest(),
+                    progress=self.recipe.progress,
+                )
+            self._encoded = ddp.broadcast_object(result, self.info)  # type: ignore[assignment]
+        assert self._encoded is not None
+        return self._encoded
+
+    def gpt_stage(self) -> Path:
+        path = self.run_dir / "gpt" / GPT_FINAL
+        if path.is_file():
+            return path
+        tr, ev = self.items()
+        enc = self.encoded()
+        init = self.init_model.gpt.state_dict() if self.init_model is not None else None
+        return train_gpt(
+            self.config.gpt, tr, enc, ev, enc, self.run_dir / "gpt", self.recipe.gpt, init,
+            self.recipe.tracking_uri, self.recipe.progress,
+        )
+
+    def sovits_stage(self) -> Path:
+        path = self.run_dir / "sovits" / S2_FINAL
+        if path.is_file():
+            return path
+        tr, ev = self.items()
+        enc = self.encoded()
+        init_s2 = init_voc = None
+        if self.init_model is not None:
+            init_s2 = self.init_model.sovits.state_dict()
+            init_voc = self.init_model.vocoder.state_dict()
+        return train_sovits(
+            self.config.sovits, self.config.vocoder, self.ssl_stage(), tr, enc, ev, enc,
+            self.run_dir / "sovits", self.recipe.sovits, init_s2, init_voc,
+            self.recipe.tracking_uri, self.recipe.progress,
+        )
+
+    def assemble(self) -> BaseModel:
+        """The trained stages as one inference bundle."""
+        from training.common import load_checkpoint
+
+        gpt_state = load_checkpoint(self.run_dir / "gpt" / GPT_FINAL)
+        s2_state = load_checkpoint(self.run_dir / "sovits" / S2_FINAL)
+        if gpt_state is None or s2_state is None:
+            raise FileNotFoundError(f"{self.run_dir}: the gpt and sovits stages must finish before export")
+        ssl, _ = self.content_modules()
+        gpt = GPT(self.config.gpt)
+        gpt.load_state_dict(gpt_state["model"])
+        sovits = SoVITS(self.config.sovits, posterior=False)
+        sovits.load_state_dict(s2_state["sovits"])
+        vocoder = Vocoder(self.config.vocoder)
+        vocoder.load_state_dict(s2_state["vocoder"])
+        return BaseModel.from_modules(self.config, gpt, sovits, vocoder, ssl)
+
+    def export(self) -> Path:
+        out = self.run_dir / BASE_DIR
+        if (out / "manifest.json").is_file():
+            return out
+        if self.info.is_main:
+            model = self.assemble()
+            model.save(out)
+            self._log_export(model, out)
+        ddp.barrier(self.info)
+        return out
+
+    def _log_export(self, model: BaseModel, out: Path) -> None:
+        from training.tracking import Tracker
+        from tritone.pipeline import Pipeline, SynthesisParams
+
+        r = self.recipe
+        params = {
+            "preset": r.preset,
+            "seed": r.seed,
+            "train_list": str(r.train_list),
+            "eval_list": str(r.eval_list),
+            "init": str(r.init) if r.init else "",
+            "weights_sha256": model.weights_sha256,
+            "config": json.dumps(asdict(model.config), sort_keys=True),
+        }
+        for name in ("gpt", "sovits", "vocoder", "ssl"):
+            params[f"params_{name}"] = sum(t.numel() for t in getattr(model, name).state_dict().values())
+        tracker = Tracker("tritone-train-base", f"export-{self.run_dir.name}", params, uri=r.tracking_uri)
+        tracker.set_tags({"weights_sha256": model.weights_sha256})
+        tracker.log_artifacts(out, "base")
+        # a few held-out sentences, each cloned from another clip of the same speaker
+        _, ev = self.items()
+        pipe = Pipeline(model)
+        by_speaker: dict[str, list[PrepItem]] = {}
+        for it in ev:
+            by_speaker.setdefault(it.speaker, []).append(it)
+        t0 = time.time()
+        for speaker, its in sorted(by_speaker.items())[:4]:
+            if len(its) < 2:
+                continue
+            ref_item, target = its[0], its[1]
+            audio, sr = _item_audio(ref_item)
+            try:
+                voice = pipe.build_voice_prompt(audio, sr, ref_item.text, ref_item.lang)
+            except ValueError:  # reference outside 3-10 s
+                continue
+            params = SynthesisParams(seed=r.seed, max_new_tokens=SAMPLE_MAX_TOKENS)
+            wav = pipe.synthesize(target.text, target.lang, voice, params)
+            tracker.log_audio(wav, pipe.sample_rate, f"{speaker}_{target.utt_id}", "samples")
+        tracker.log_metrics({"sample_seconds": time.time() - t0}, 0)
+        tracker.finish()
+
+    def register(self) -> dict[str, Any]:
+        from adapters.registry import AdapterRegistry
+
+        base = self.export()
+        pin = AdapterRegistry(self.recipe.tracking_uri).register_base(
+            base, description=f"{self.recipe.preset} recipe, seed {self.recipe.seed}, run {self.run_dir}"
+        )
+        return {"name": pin.name, "version": pin.version, "weights_sha256": pin.weights_sha256, "path": str(base)}
+
+    def run(self, stage: str) -> Any:
+        if stage not in (*STAGES, "all"):
+            raise ValueError(f"unknown stage {stage!r}; choose from {', '.join((*STAGES, 'all'))}")
+        steps = STAGES if stage == "all" else (stage,)
+        result: Any = None
+        for s in steps:
+            if s == "prep":
+                tr, ev = self.items()
+                result = {"train": len(tr), "eval": len(ev)}
+            elif s == "ssl":
+                result = self.ssl_stage().get("stats", {})
+            elif s == "encode":
+                result = {"encoded": len(self.encoded())}
+            elif s == "gpt":
+                result = str(self.gpt_stage())
+            elif s == "sovits":
+                result = str(self.sovits_stage())
+            elif s == "export":
+                result = str(self.export())
+            elif s == "register":
+                result = self.register() if self.info.is_main else None
+                ddp.barrier(self.info)
+        return result
