@@ -80,7 +80,7 @@ def random_lora(shape: Sequence[int], rank: int, g: torch.Generator) -> LoRAWeig
     return LoRAWeights(a, b, alpha=float(2 * rank))
 
 
-def fill_bank(graphs: dict[str, Graph], bank: BankTensors, seed: int) -> dict[str, dict[str, int]]:
+def fill_bank(bank: BankTensors, seed: int) -> dict[str, dict[str, int]]:
     """Load a random adapter (random rank, random subset of targets) into every slot but 0."""
     g = torch.Generator().manual_seed(seed)
     loaded: dict[str, dict[str, int]] = {}

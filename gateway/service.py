@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
 import time
@@ -36,6 +37,12 @@ from tritone.text import TextFrontend
 from tritone.text.errors import TextError
 
 log = logging.getLogger(__name__)
+
+# A request waits on the registry only for a cold resolution; fail fast when it is down (the
+# cache keeps serving known voices) rather than retrying for minutes. Operators can override.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 LANGS = ("en", "zh", "auto")
 SPLITS = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")

@@ -65,7 +65,14 @@ class Stack:
         return out
 
     def add_version(self, tenant: str, voice: str, seed: int, promote: bool = True) -> int:
-        d = make_adapter(self.root / f"ad-{tenant}-{voice}-{seed}", make_standin(0), self.pin, voice=voice, tenant=tenant, seed=seed)
+        d = make_adapter(
+            self.root / f"ad-{tenant}-{voice}-{seed}",
+            make_standin(0),
+            self.pin,
+            voice=voice,
+            tenant=tenant,
+            seed=seed,
+        )
         info = self.registry.register(d, consent=demo_consent())
         if promote:
             self.registry.promote(f"{tenant}.{voice}", version=info.version)
@@ -95,7 +102,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             log = root / "contract.jsonl"
             repo_env = os.environ.get("TRITONE_GATEWAY_TEST_MODEL_REPO")
             repo = Path(repo_env) if repo_env else write_repository(root / "repo", TTS_CONFIG)
-            triton = TritonProcess(repo, log_file=root / "triton.log", env={"TRITONE_CONTRACT_LOG": str(log)}).start()
+            triton = TritonProcess(
+                repo, log_file=root / "triton.log", env={"TRITONE_CONTRACT_LOG": str(log)}
+            ).start()
             stack = Stack(root, mlflow, registry, pin, keys, triton, None, log)  # type: ignore[arg-type]
             for tenant, voice in [("acme", "alice"), ("beta", "bob"), ("public", "demo"), ("acme", "doomed")]:
                 stack.add_version(tenant, voice, seed=1)
@@ -147,12 +156,16 @@ def _healthy(stack: Stack) -> None:
 def test_http_and_grpc_give_the_same_audio(stack: Stack) -> None:
     rid = "0123456789ab"
     params = {"seed": 1234, "temperature": 0.7, "top_k": 10}
-    r = stack.http().post("/v1/tts", json={"text": TEXT, "voice": "alice", "params": params}, headers={"X-Request-Id": rid})
+    r = stack.http().post(
+        "/v1/tts", json={"text": TEXT, "voice": "alice", "params": params}, headers={"X-Request-Id": rid}
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "audio/wav"
     assert r.headers["x-voice"] == "acme.alice" and r.headers["x-seed"] == "1234"
     reply = stack.stub().Synthesize(
-        tts_pb2.SynthesizeRequest(text=TEXT, voice="alice", params=tts_pb2.SamplingParams(seed=1234, temperature=0.7, top_k=10)),
+        tts_pb2.SynthesizeRequest(
+            text=TEXT, voice="alice", params=tts_pb2.SamplingParams(seed=1234, temperature=0.7, top_k=10)
+        ),
         metadata=stack.md(rid=rid),
         timeout=60,
     )
@@ -163,11 +176,17 @@ def test_http_and_grpc_give_the_same_audio(stack: Stack) -> None:
     np.testing.assert_array_equal(http_pcm, grpc_pcm)
 
     # the same over the streaming APIs: chunks concatenate to the same PCM
-    rs = stack.http().post("/v1/tts", json={"text": TEXT, "voice": "alice", "params": params, "stream": True}, headers={"X-Request-Id": rid})
+    rs = stack.http().post(
+        "/v1/tts",
+        json={"text": TEXT, "voice": "alice", "params": params, "stream": True},
+        headers={"X-Request-Id": rid},
+    )
     assert rs.status_code == 200 and rs.headers["content-type"].startswith("audio/L16")
     chunks = list(
         stack.stub().SynthesizeStream(
-            tts_pb2.SynthesizeRequest(text=TEXT, voice="alice", params=tts_pb2.SamplingParams(seed=1234, temperature=0.7, top_k=10)),
+            tts_pb2.SynthesizeRequest(
+                text=TEXT, voice="alice", params=tts_pb2.SamplingParams(seed=1234, temperature=0.7, top_k=10)
+            ),
             metadata=stack.md(rid=rid),
             timeout=60,
         )
@@ -176,7 +195,9 @@ def test_http_and_grpc_give_the_same_audio(stack: Stack) -> None:
     assert len(chunks) > 2
     grpc_stream = np.frombuffer(b"".join(c.audio for c in chunks), "<i2")
     np.testing.assert_array_equal(np.frombuffer(rs.content, "<i2"), grpc_stream)
-    if not os.environ.get("TRITONE_GATEWAY_TEST_MODEL_REPO"):  # the stand-in streams exactly its offline audio
+    if not os.environ.get(
+        "TRITONE_GATEWAY_TEST_MODEL_REPO"
+    ):  # the stand-in streams exactly its offline audio
         np.testing.assert_array_equal(grpc_stream, grpc_pcm)
 
 
@@ -185,7 +206,19 @@ def test_client_generated_from_the_proto_alone(stack: Stack, tmp_path: Path) -> 
 
     proto_root = Path(__file__).resolve().parent.parent / "gateway" / "proto"
     include = Path(protoc.__file__).resolve().parent / "_proto"
-    assert protoc.main(["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}", "tritone/v1/tts.proto"]) == 0
+    assert (
+        protoc.main(
+            [
+                "protoc",
+                f"-I{proto_root}",
+                f"-I{include}",
+                f"--python_out={tmp_path}",
+                f"--grpc_python_out={tmp_path}",
+                "tritone/v1/tts.proto",
+            ]
+        )
+        == 0
+    )
     script = tmp_path / "client.py"
     script.write_text(
         """
@@ -206,10 +239,24 @@ print(len(voices.voices), len(r.audio), n)
 """
     )
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-I", str(script), stack.gateway.grpc, stack.keys["acme"]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-I", str(script), stack.gateway.grpc, stack.keys["acme"]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     # -I ignores PYTHONPATH: run without it but from the generated folder instead
     if out.returncode != 0 and "No module named 'tritone.v1'" in out.stderr:
-        out = subprocess.run([sys.executable, str(script), stack.gateway.grpc, stack.keys["acme"]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        out = subprocess.run(
+            [sys.executable, str(script), stack.gateway.grpc, stack.keys["acme"]],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
     assert out.returncode == 0, out.stderr
     n_voices, n_wav, n_pcm = map(int, out.stdout.split())
     assert n_voices >= 2 and n_wav > 1000 and n_pcm > 1000
@@ -225,22 +272,33 @@ def test_tenants_see_and_use_only_their_own_and_public_voices(stack: Stack) -> N
     assert r.status_code == 403 and _error(r)[0] == "PERMISSION_DENIED"
     r = stack.http("acme").post("/v1/tts", json={"text": TEXT, "voice": "beta.bob"})
     assert r.status_code == 403 and "another tenant" in _error(r)[1]
-    r = stack.http("beta").post("/v1/tts", json={"text": TEXT, "voice": "alice"})  # beta has no "alice": not acme's
+    r = stack.http("beta").post(
+        "/v1/tts", json={"text": TEXT, "voice": "alice"}
+    )  # beta has no "alice": not acme's
     assert r.status_code == 404
     assert stack.http("beta").post("/v1/tts", json={"text": TEXT, "voice": "bob"}).status_code == 200
-    assert stack.http("beta").post("/v1/tts", json={"text": TEXT, "voice": "demo"}).headers["x-voice"] == "public.demo"
+    assert (
+        stack.http("beta").post("/v1/tts", json={"text": TEXT, "voice": "demo"}).headers["x-voice"]
+        == "public.demo"
+    )
     stub = stack.stub()
     with pytest.raises(grpc.RpcError) as err:
         stub.ListVoices(tts_pb2.ListVoicesRequest(tenant="beta"), metadata=stack.md("acme"), timeout=10)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.RpcError) as err:
-        stub.Synthesize(tts_pb2.SynthesizeRequest(text=TEXT, voice="beta.bob"), metadata=stack.md("acme"), timeout=10)
+        stub.Synthesize(
+            tts_pb2.SynthesizeRequest(text=TEXT, voice="beta.bob"), metadata=stack.md("acme"), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # no key, bad key
     r = stack.http(None).post("/v1/tts", json={"text": TEXT, "voice": "demo"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert stack.http(None).get("/v1/voices").status_code == 401
-    r = httpx.post(stack.gateway.http + "/v1/tts", json={"text": TEXT, "voice": "demo"}, headers={"Authorization": "Bearer tt_nope_x"})
+    r = httpx.post(
+        stack.gateway.http + "/v1/tts",
+        json={"text": TEXT, "voice": "demo"},
+        headers={"Authorization": "Bearer tt_nope_x"},
+    )
     assert r.status_code == 401 and _error(r) == ("UNAUTHENTICATED", "invalid API key")
     with pytest.raises(grpc.RpcError) as err:
         stub.ListVoices(tts_pb2.ListVoicesRequest(), timeout=10)
@@ -259,7 +317,12 @@ def _wav(seconds: float, sr: int = 32000, amp: float = 0.3, fmt: str = "WAV") ->
 
 
 def _ref(audio: bytes, consent: str = "consent-0001", text: str = "A reference sentence.") -> dict[str, str]:
-    return {"audio_base64": base64.b64encode(audio).decode(), "text": text, "lang": "en", "consent_id": consent}
+    return {
+        "audio_base64": base64.b64encode(audio).decode(),
+        "text": text,
+        "lang": "en",
+        "consent_id": consent,
+    }
 
 
 BAD_INPUTS: list[tuple[str, dict[str, Any], int, str]] = [
@@ -276,7 +339,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("no voice", {"text": TEXT}, 400, "voice is required"),
     ("top_k zero", {"text": TEXT, "voice": "demo", "params": {"top_k": 0}}, 400, "top_k must be"),
     ("top_p too big", {"text": TEXT, "voice": "demo", "params": {"top_p": 1.5}}, 400, "top_p must be"),
-    ("temperature negative", {"text": TEXT, "voice": "demo", "params": {"temperature": -1}}, 400, "temperature must be"),
+    (
+        "temperature negative",
+        {"text": TEXT, "voice": "demo", "params": {"temperature": -1}},
+        400,
+        "temperature must be",
+    ),
     ("speed", {"text": TEXT, "voice": "demo", "params": {"speed": 10}}, 400, "speed must be"),
     ("seed", {"text": TEXT, "voice": "demo", "params": {"seed": -1}}, 400, "seed must be"),
     ("split", {"text": TEXT, "voice": "demo", "params": {"split": "cut9"}}, 400, "split must be one of"),
@@ -284,7 +352,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("unknown param", {"text": TEXT, "voice": "demo", "params": {"beam": 3}}, 422, "beam"),
     ("stream wav", {"text": TEXT, "voice": "demo", "stream": True, "format": "wav"}, 400, "raw PCM"),
     ("ref corrupt", {"text": TEXT, "reference": _ref(b"RIFF\x00\x00garbage" * 50)}, 400, "cannot decode"),
-    ("ref wrong format", {"text": TEXT, "reference": _ref(b"hello, I am a text file, not audio" * 30)}, 400, "cannot decode"),
+    (
+        "ref wrong format",
+        {"text": TEXT, "reference": _ref(b"hello, I am a text file, not audio" * 30)},
+        400,
+        "cannot decode",
+    ),
     ("ref not base64", {"text": TEXT, "reference": {**_ref(b""), "audio_base64": "***"}}, 400, "base64"),
     ("ref empty", {"text": TEXT, "reference": _ref(b"")}, 400, "reference audio is empty"),
     ("ref silent", {"text": TEXT, "reference": _ref(_wav(5, amp=0.0))}, 400, "silent"),
@@ -292,7 +365,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("ref too long", {"text": TEXT, "reference": _ref(_wav(20.0))}, 400, "3-10 s long"),
     ("ref low rate", {"text": TEXT, "reference": _ref(_wav(5.0, sr=8000))}, 400, "at least 16000 Hz"),
     ("ref no consent", {"text": TEXT, "reference": _ref(_wav(5.0), consent="")}, 400, "consent record id"),
-    ("ref bad consent", {"text": TEXT, "reference": _ref(_wav(5.0), consent="../x")}, 400, "invalid consent record id"),
+    (
+        "ref bad consent",
+        {"text": TEXT, "reference": _ref(_wav(5.0), consent="../x")},
+        400,
+        "invalid consent record id",
+    ),
     ("ref and voice", {"text": TEXT, "voice": "demo", "reference": _ref(_wav(5.0))}, 400, "not both"),
 ]
 
@@ -312,7 +390,9 @@ def test_bad_input_transport_level(stack: Stack) -> None:
     assert r.status_code == 400 and _error(r) == ("INVALID_ARGUMENT", "request body is not valid JSON")
     r = c.post("/v1/tts", content=b"x" * (9 * 1024 * 1024), headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and _error(r)[0] == "RESOURCE_EXHAUSTED"
-    big = json.dumps({"text": TEXT, "reference": {"audio_base64": "A" * (9 * 1024 * 1024), "text": "x", "consent_id": "c"}})
+    big = json.dumps(
+        {"text": TEXT, "reference": {"audio_base64": "A" * (9 * 1024 * 1024), "text": "x", "consent_id": "c"}}
+    )
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while reading
         data = big.encode()
@@ -321,7 +401,9 @@ def test_bad_input_transport_level(stack: Stack) -> None:
 
     r = c.post("/v1/tts", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413
-    r = c.post("/v1/tts", json={"text": TEXT, "voice": "demo"}, headers={"X-Request-Id": "bad id with spaces"})
+    r = c.post(
+        "/v1/tts", json={"text": TEXT, "voice": "demo"}, headers={"X-Request-Id": "bad id with spaces"}
+    )
     assert r.status_code == 400
     r = c.post("/v1/tts", json={"text": TEXT, "voice": "demo"}, headers={"X-Request-Timeout": "soon"})
     assert r.status_code == 400
@@ -332,19 +414,43 @@ def test_bad_input_grpc(stack: Stack) -> None:
     stub = stack.stub()
     cases: list[tuple[tts_pb2.SynthesizeRequest, grpc.StatusCode, str]] = [
         (tts_pb2.SynthesizeRequest(text="", voice="demo"), grpc.StatusCode.INVALID_ARGUMENT, "text is empty"),
-        (tts_pb2.SynthesizeRequest(text="a" * 1001, voice="demo"), grpc.StatusCode.INVALID_ARGUMENT, "limit is 1000"),
-        (tts_pb2.SynthesizeRequest(text="Привет", voice="demo"), grpc.StatusCode.INVALID_ARGUMENT, "cannot be spoken"),
-        (tts_pb2.SynthesizeRequest(text=TEXT, voice="nobody"), grpc.StatusCode.NOT_FOUND, "no voice"),
-        (tts_pb2.SynthesizeRequest(text=TEXT, voice="../../etc/passwd"), grpc.StatusCode.INVALID_ARGUMENT, "invalid voice reference"),
-        (tts_pb2.SynthesizeRequest(text=TEXT, voice="demo", params=tts_pb2.SamplingParams(top_p=0.0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
-        (tts_pb2.SynthesizeRequest(text=TEXT, voice="demo", params=tts_pb2.SamplingParams(seed=2**63)), grpc.StatusCode.INVALID_ARGUMENT, "seed"),
         (
-            tts_pb2.SynthesizeRequest(text=TEXT, reference=tts_pb2.ReferenceAudio(audio=b"garbage" * 100, text="x", consent_id="c1")),
+            tts_pb2.SynthesizeRequest(text="a" * 1001, voice="demo"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "limit is 1000",
+        ),
+        (
+            tts_pb2.SynthesizeRequest(text="Привет", voice="demo"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "cannot be spoken",
+        ),
+        (tts_pb2.SynthesizeRequest(text=TEXT, voice="nobody"), grpc.StatusCode.NOT_FOUND, "no voice"),
+        (
+            tts_pb2.SynthesizeRequest(text=TEXT, voice="../../etc/passwd"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid voice reference",
+        ),
+        (
+            tts_pb2.SynthesizeRequest(text=TEXT, voice="demo", params=tts_pb2.SamplingParams(top_p=0.0)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "top_p",
+        ),
+        (
+            tts_pb2.SynthesizeRequest(text=TEXT, voice="demo", params=tts_pb2.SamplingParams(seed=2**63)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "seed",
+        ),
+        (
+            tts_pb2.SynthesizeRequest(
+                text=TEXT, reference=tts_pb2.ReferenceAudio(audio=b"garbage" * 100, text="x", consent_id="c1")
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "cannot decode",
         ),
         (
-            tts_pb2.SynthesizeRequest(text=TEXT, reference=tts_pb2.ReferenceAudio(audio=_wav(1.0), text="x", consent_id="c1")),
+            tts_pb2.SynthesizeRequest(
+                text=TEXT, reference=tts_pb2.ReferenceAudio(audio=_wav(1.0), text="x", consent_id="c1")
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "3-10 s",
         ),
@@ -356,11 +462,19 @@ def test_bad_input_grpc(stack: Stack) -> None:
         assert message in (err.value.details() or ""), (message, err.value.details())
         assert dict(err.value.trailing_metadata() or ()).get("x-request-id")
     with pytest.raises(grpc.RpcError) as err:  # a WAV cannot be streamed
-        list(stub.SynthesizeStream(tts_pb2.SynthesizeRequest(text=TEXT, voice="demo", format=tts_pb2.AUDIO_FORMAT_WAV), metadata=stack.md(), timeout=30))
+        list(
+            stub.SynthesizeStream(
+                tts_pb2.SynthesizeRequest(text=TEXT, voice="demo", format=tts_pb2.AUDIO_FORMAT_WAV),
+                metadata=stack.md(),
+                timeout=30,
+            )
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # malformed protobuf bytes
     channel = grpc.insecure_channel(stack.gateway.grpc)
-    raw = channel.unary_unary("/tritone.v1.TextToSpeech/Synthesize", request_serializer=None, response_deserializer=None)
+    raw = channel.unary_unary(
+        "/tritone.v1.TextToSpeech/Synthesize", request_serializer=None, response_deserializer=None
+    )
     with pytest.raises(grpc.RpcError) as err:
         raw(b"\xff\xff\xff\xff\x0f garbage", metadata=stack.md(), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "malformed" in (err.value.details() or "")
@@ -370,10 +484,16 @@ def test_bad_input_grpc(stack: Stack) -> None:
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # a model-side failure is INTERNAL with the request id, and the server stays healthy
     with pytest.raises(grpc.RpcError) as err:
-        stub.Synthesize(tts_pb2.SynthesizeRequest(text="please __model_error__ now", voice="demo"), metadata=stack.md(), timeout=30)
+        stub.Synthesize(
+            tts_pb2.SynthesizeRequest(text="please __model_error__ now", voice="demo"),
+            metadata=stack.md(),
+            timeout=30,
+        )
     if not os.environ.get("TRITONE_GATEWAY_TEST_MODEL_REPO"):
         assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL)
-    reply = stub.Synthesize(tts_pb2.SynthesizeRequest(text=TEXT, voice="demo"), metadata=stack.md(), timeout=30)
+    reply = stub.Synthesize(
+        tts_pb2.SynthesizeRequest(text=TEXT, voice="demo"), metadata=stack.md(), timeout=30
+    )
     assert reply.audio[:4] == b"RIFF"
     _healthy(stack)
 
@@ -391,7 +511,11 @@ def test_zero_shot_needs_permission_and_consent(stack: Stack) -> None:
     entries = [json.loads(line) for line in stack.contract_log.read_text().splitlines()]
     mine = [e for e in entries if e["request_id"] == r.headers["x-request-id"]]
     if mine:  # the stand-in logs what Triton received
-        assert mine[0]["voice"] == "" and mine[0]["ref_sample_rate"] == 32000 and mine[0]["ref_samples"] == 5 * 32000
+        assert (
+            mine[0]["voice"] == ""
+            and mine[0]["ref_sample_rate"] == 32000
+            and mine[0]["ref_samples"] == 5 * 32000
+        )
 
 
 def test_every_output_is_watermarked_and_the_cli_recovers_it(stack: Stack, tmp_path: Path) -> None:
@@ -403,14 +527,22 @@ def test_every_output_is_watermarked_and_the_cli_recovers_it(stack: Stack, tmp_p
     assert found.payload.request_id_hex == r.headers["x-request-id"]
     path = tmp_path / "out.wav"
     path.write_bytes(r.content)
-    cli = [sys.executable, "-c", "import sys; from gateway.cli import add_commands; import argparse; p=argparse.ArgumentParser(); s=p.add_subparsers(); add_commands(s); a=p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"]
+    cli = [
+        sys.executable,
+        "-c",
+        "import sys; from gateway.cli import add_commands; import argparse; p=argparse.ArgumentParser(); s=p.add_subparsers(); add_commands(s); a=p.parse_args(sys.argv[1:]); sys.exit(a.func(a))",
+    ]
     out = subprocess.run(
         [*cli, "watermark", "detect", str(path), "--json", "--mlflow-uri", stack.mlflow.uri, "--api-keys-file", str(stack.keys.path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    assert info["request_id"] == r.headers["x-request-id"] and info["tenant"] == ["acme"] and info["voice"] == ["acme.alice"]
+    assert (
+        info["request_id"] == r.headers["x-request-id"]
+        and info["tenant"] == ["acme"]
+        and info["voice"] == ["acme.alice"]
+    )
     # streamed output carries it too
     rs = stack.http("acme").post("/v1/tts", json={"text": TEXT * 2, "voice": "alice", "stream": True})
     pcm = np.frombuffer(rs.content, "<i2").astype(np.float32) / 32767
@@ -446,10 +578,14 @@ def test_rate_limits_and_concurrency_caps(stack: Stack) -> None:
     t.join()
     assert results["slow"].status_code == 200
     assert r.status_code == 429 and "in flight" in _error(r)[1] and int(r.headers["retry-after"]) >= 1
-    r = c.post("/v1/tts", json={"text": TEXT, "voice": "demo"})  # bucket of 2 at 0.2/s: empty now
-    assert r.status_code == 429 and "rate limit" in _error(r)[1]
+    # the refused request took no token; the bucket (2, refilled at 0.2/s) runs dry on the next ones
+    statuses = [c.post("/v1/tts", json={"text": TEXT, "voice": "demo"}) for _ in range(2)]
+    r = statuses[-1]
+    assert r.status_code == 429 and "rate limit" in _error(r)[1], [s.status_code for s in statuses]
     with pytest.raises(grpc.RpcError) as err:
-        stack.stub().Synthesize(tts_pb2.SynthesizeRequest(text=TEXT, voice="demo"), metadata=stack.md("tight"), timeout=10)
+        stack.stub().Synthesize(
+            tts_pb2.SynthesizeRequest(text=TEXT, voice="demo"), metadata=stack.md("tight"), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert dict(err.value.trailing_metadata() or ()).get("retry-after")
 
@@ -503,9 +639,14 @@ def test_health_readiness_metrics_reflection_and_openapi(stack: Stack) -> None:
     channel = grpc.insecure_channel(stack.gateway.grpc)
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "tritone.v1.TextToSpeech"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     refl = reflection_pb2_grpc.ServerReflectionStub(channel)
-    replies = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+    replies = list(
+        refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    )
     services = {s.name for s in replies[0].list_services_response.service}
     assert {"tritone.v1.TextToSpeech", "grpc.health.v1.Health"} <= services
 
@@ -514,7 +655,11 @@ def test_grpc_deadline_is_honoured(stack: Stack) -> None:
     long_text = "A very long text that takes a while. " * 25
     t0 = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
-        list(stack.stub().SynthesizeStream(tts_pb2.SynthesizeRequest(text=long_text, voice="demo"), metadata=stack.md(), timeout=0.3))
+        list(
+            stack.stub().SynthesizeStream(
+                tts_pb2.SynthesizeRequest(text=long_text, voice="demo"), metadata=stack.md(), timeout=0.3
+            )
+        )
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - t0 < 5
     _healthy(stack)
@@ -539,20 +684,41 @@ def test_promotion_and_revocation_take_effect_within_the_interval(stack: Stack) 
     v_old = int(first.headers["x-voice-version"])
     v_new = stack.add_version("acme", "alice", seed=2)
     assert v_new != v_old
-    took = _wait_for(lambda: c.post("/v1/tts", json={"text": TEXT, "voice": "alice"}).headers.get("x-voice-version") == str(v_new), 3 * FEED_INTERVAL + 3)
+    took = _wait_for(
+        lambda: (
+            c.post("/v1/tts", json={"text": TEXT, "voice": "alice"}).headers.get("x-voice-version")
+            == str(v_new)
+        ),
+        3 * FEED_INTERVAL + 3,
+    )
     assert took <= 2 * FEED_INTERVAL + 2.5
-    entries = [json.loads(line) for line in stack.contract_log.read_text().splitlines()] if stack.contract_log.exists() else []
+    entries = (
+        [json.loads(line) for line in stack.contract_log.read_text().splitlines()]
+        if stack.contract_log.exists()
+        else []
+    )
     if entries:
         assert entries[-1]["voice"] == "acme.alice" and entries[-1]["voice_version"] == v_new
     # pinning a version still works; aliases resolve to it
-    assert c.post("/v1/tts", json={"text": TEXT, "voice": f"alice/{v_old}"}).headers["x-voice-version"] == str(v_old)
+    assert c.post("/v1/tts", json={"text": TEXT, "voice": f"alice/{v_old}"}).headers[
+        "x-voice-version"
+    ] == str(v_old)
     # rollback
     stack.registry.rollback("acme.alice")
-    _wait_for(lambda: c.post("/v1/tts", json={"text": TEXT, "voice": "alice"}).headers.get("x-voice-version") == str(v_old), 3 * FEED_INTERVAL + 3)
+    _wait_for(
+        lambda: (
+            c.post("/v1/tts", json={"text": TEXT, "voice": "alice"}).headers.get("x-voice-version")
+            == str(v_old)
+        ),
+        3 * FEED_INTERVAL + 3,
+    )
     # revocation
     assert c.post("/v1/tts", json={"text": TEXT, "voice": "doomed"}).status_code == 200
     stack.registry.revoke("acme.doomed")
-    took = _wait_for(lambda: c.post("/v1/tts", json={"text": TEXT, "voice": "doomed"}).status_code == 404, 3 * FEED_INTERVAL + 3)
+    took = _wait_for(
+        lambda: c.post("/v1/tts", json={"text": TEXT, "voice": "doomed"}).status_code == 404,
+        3 * FEED_INTERVAL + 3,
+    )
     assert took <= 2 * FEED_INTERVAL + 2.5
     r = c.post("/v1/tts", json={"text": TEXT, "voice": "doomed/1"})
     assert r.status_code == 404 and "revoked" in _error(r)[1]
@@ -570,7 +736,9 @@ def test_triton_down_then_back_without_a_gateway_restart(stack: Stack) -> None:
     assert r.status_code == 503, r.text
     assert _error(r)[0] == "UNAVAILABLE" and int(r.headers["retry-after"]) >= 1
     with pytest.raises(grpc.RpcError) as err:
-        stack.stub().Synthesize(tts_pb2.SynthesizeRequest(text=TEXT, voice="demo"), metadata=stack.md(), timeout=10)
+        stack.stub().Synthesize(
+            tts_pb2.SynthesizeRequest(text=TEXT, voice="demo"), metadata=stack.md(), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert dict(err.value.trailing_metadata() or ()).get("retry-after")
     _wait_for(lambda: c.get("/readyz").status_code == 503, 5)

@@ -102,15 +102,35 @@ def torch_runtime(model: BaseModel, adapters: dict[int, dict[str, LoRAWeights]])
     return rt
 
 
-def runtimes() -> list[str]:
-    return ["torch"]
+def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's graphs (bank of BANK_SIZE slots, MAX_RANK), exported once per session."""
+    from build.export import export_graphs
+    from tritone.serving.runtime_manifest import MANIFEST_FILE
+
+    out = tmp_path_factory.getbasetemp() / "tiny_build"
+    if not (out / MANIFEST_FILE).is_file():
+        export_graphs(tiny_model(), out, bank_size=BANK_SIZE, max_rank=MAX_RANK)
+    return out
 
 
-@pytest.fixture(scope="module", params=runtimes())
-def runtime(request: pytest.FixtureRequest, torch_runtime: TorchRuntime) -> Runtime:
-    if request.param == "torch":
-        return torch_runtime
-    raise AssertionError(request.param)
+@pytest.fixture(scope="module")
+def onnx_runtime(
+    tmp_path_factory: pytest.TempPathFactory, adapters: dict[int, dict[str, LoRAWeights]]
+) -> Runtime:
+    pytest.importorskip("onnxruntime")
+    from tritone.serving.runtime_onnx import OnnxRuntime
+
+    rt = OnnxRuntime(exported_tiny(tmp_path_factory), intra_op_threads=2)
+    for slot, adapter in adapters.items():  # loaded after the sessions bound the bank
+        rt.load_slot(slot, adapter)
+    return rt
+
+
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def runtime(request: pytest.FixtureRequest) -> Runtime:
+    fixture = {"torch": "torch_runtime", "onnx": "onnx_runtime"}[request.param]
+    rt: Runtime = request.getfixturevalue(fixture)
+    return rt
 
 
 def voice(model: BaseModel, seed: int) -> VoicePrompt:

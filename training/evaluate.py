@@ -268,6 +268,7 @@ def evaluate_speaker(
     ground_truth: bool = True,
     save_dir: Path | None = None,
     command: str = "",
+    max_new_tokens: int = 600,
 ) -> EvalReport:
     """The side-by-side report for one speaker (see the module docstring)."""
     import datetime as dt
@@ -288,7 +289,7 @@ def evaluate_speaker(
         systems.append(
             evaluate_synth(
                 "base zero-shot (1 reference clip)",
-                pipeline_synth(pipe, voice, seed),
+                pipeline_synth(pipe, voice, seed, max_new_tokens),
                 sentences,
                 centroid,
                 save_dir=save_dir / "zero_shot" if save_dir else None,
@@ -299,7 +300,7 @@ def evaluate_speaker(
         systems.append(
             evaluate_synth(
                 label,
-                pipeline_synth(pipe, adapter.prompt, seed),
+                pipeline_synth(pipe, adapter.prompt, seed, max_new_tokens),
                 sentences,
                 centroid,
                 save_dir=save_dir / label.replace(" ", "_") if save_dir else None,

@@ -358,6 +358,12 @@ def iter_batches(
         cur.append(i)
     if cur:
         batches.append(cur)
+    if len(lengths) < world:
+        raise ValueError(f"{len(lengths)} utterances cannot feed {world} processes")
+    while len(batches) < world:  # every rank needs a batch: split the biggest
+        big = max(range(len(batches)), key=lambda i: len(batches[i]))
+        b = batches.pop(big)
+        batches += [b[: len(b) // 2], b[len(b) // 2 :]]
     perm = torch.randperm(len(batches), generator=g).tolist()
     batches = [batches[p] for p in perm]
     usable = len(batches) - len(batches) % world if world > 1 else len(batches)

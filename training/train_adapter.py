@@ -232,6 +232,7 @@ class AdapterJob:
     cache_dir: Path | None = None
     progress: bool = True
     eval_sentences: int | None = None
+    eval_max_tokens: int = 600  # per sentence, a guard against a GPT that never stops
     config: AdapterTrainConfig = field(default_factory=AdapterTrainConfig)
 
 
@@ -389,7 +390,13 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
         if held:
             enrol = train_utts
             rep = evaluate.evaluate_speaker(
-                job.base, held, enrol, adapters=[("adapter", draft)], reference=ref, seed=cfg.seed,
+                job.base,
+                held,
+                enrol,
+                adapters=[("adapter", draft)],
+                reference=ref,
+                seed=cfg.seed,
+                max_new_tokens=job.eval_max_tokens,
             )
             report = rep.to_dict()
             by_name = {s.name: s.summary() for s in rep.systems}

@@ -466,11 +466,15 @@ class SSLCodes(Graph):
     def run(self, *data: Tensor) -> tuple[Tensor, ...]:
         x = self.sovits.ssl_proj(self.ssl(data[0]))  # [B, D, T25]
         B, D, T = x.shape
-        residual = x.transpose(1, 2).reshape(B * T, D)
+        # The quantizer's `encode` without its state check, in float32 whatever the model's dtype
+        # (a half-precision argmin would flip near ties).
+        residual = x.float().transpose(1, 2).reshape(B * T, D)
         codes = []
-        for cb in self.sovits.quantizer.codebooks:  # the quantizer's `encode`, without its state check
-            idx = cb.nearest(residual)
-            residual = residual - cb.lookup(idx)
+        for cb in self.sovits.quantizer.codebooks:
+            e = cb.embed.float().t()  # [D, K]
+            dist = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ e + e.pow(2).sum(0, keepdim=True)
+            idx = dist.argmin(dim=1)
+            residual = residual - F.embedding(idx, e.t())
             codes.append(idx.view(B, T))
         return (codes[0],)
 

@@ -52,3 +52,32 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if data.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown build manifest format {data.get('format')!r} (want {FORMAT})")
     return data
+
+
+def save_torch_weights(model: Any, path: Path) -> str:
+    """The base bundle as one safetensors file (config and pin in its metadata), for the PyTorch
+    CUDA fallback of the gpu target. Returns the file's sha256."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"config": json.dumps(config_to_dict(model.config)), "weights_sha256": model.weights_sha256}
+    save_file(tensors, str(path), metadata=metadata)
+    return file_sha256(path)
+
+
+def load_torch_weights(path: Path) -> Any:
+    """A `BaseModel` from `save_torch_weights`' file, its pin checked."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from tritone.models.base import BaseModel
+
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata() or {}
+    if "config" not in metadata:
+        raise ValueError(f"{path}: not a tritone base weights file (no config in its metadata)")
+    model = BaseModel(config_from_dict(json.loads(metadata["config"])))
+    model.load_state_dict(load_file(str(path)))
+    if model.weights_sha256 != metadata.get("weights_sha256"):
+        raise ValueError(f"{path}: weights do not match their recorded hash")
+    return model.eval()

@@ -18,6 +18,7 @@ The wheel's binary needs three things done right (each is a real failure otherwi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from filelock import FileLock
 
@@ -83,7 +85,10 @@ def backend_dir(install: TritonInstall | None = None, root: Path | None = None) 
     sources[install.stub.name] = install.stub
 
     def current() -> bool:
-        return all((target / n).is_file() and (target / n).stat().st_size == p.stat().st_size for n, p in sources.items())
+        return all(
+            (target / n).is_file() and (target / n).stat().st_size == p.stat().st_size
+            for n, p in sources.items()
+        )
 
     if current():
         return root
@@ -124,7 +129,7 @@ def free_port() -> int:
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback URL we built)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -233,7 +238,9 @@ class TritonServer:
             if all(http_ok(u) for u in urls):
                 return
             time.sleep(0.25)
-        raise TritonError(f"tritonserver was not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+        raise TritonError(
+            f"tritonserver was not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}"
+        )
 
     def ready(self) -> bool:
         return http_ok(f"http://{self.http_url}/v2/health/ready")
@@ -257,14 +264,12 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        try:  # stubs that outlived the server (they normally exit with it)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # stubs that outlived it
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.process = None
         return proc.returncode
 
-    def detach(self) -> dict[str, object]:
+    def detach(self) -> dict[str, Any]:
         """Leave the server running after this object is gone; returns its state for `stop`."""
         self._owned = False
         assert self.process is not None
@@ -292,7 +297,7 @@ def state_file() -> Path:
     return data_dir() / "triton" / "server.json"
 
 
-def read_state() -> dict[str, object] | None:
+def read_state() -> dict[str, Any] | None:
     path = state_file()
     if not path.is_file():
         return None

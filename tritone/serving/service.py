@@ -45,7 +45,8 @@ class ServeSettings:
     the config.pbtxt parameter `<name>`, else this default."""
 
     target: str = "cpu"  # cpu | gpu
-    base_model: str = ""  # base model bundle directory ("" -> <model version dir>/base)
+    runtime: str = "auto"  # auto (the build's graphs when present, else PyTorch) | onnx | torch
+    base_model: str = ""  # base model bundle ("" -> <model version dir>/base, else the build's weights)
     mlflow_uri: str = ""  # registry tracking URI ("" -> the registry's default, under TRITONE_HOME)
     adapter_store: str = ""  # local adapter store ("" -> $TRITONE_HOME/adapters/store)
     default_tenant: str = DEFAULT_TENANT  # tenant of a voice name given without one
@@ -75,7 +76,7 @@ class ServeSettings:
                 raw, source = parameters.get(f.name), f"parameter {f.name}"
             if raw is None or raw == "":
                 continue
-            kind = type(cls.__dataclass_fields__[f.name].default)
+            kind: type = type(f.default)
             try:
                 values[f.name] = kind(raw)
             except ValueError:
@@ -83,6 +84,8 @@ class ServeSettings:
         settings = cls(**values)
         if settings.target not in ("cpu", "gpu"):
             raise ValueError(f"target must be cpu or gpu, got {settings.target!r}")
+        if settings.runtime not in ("auto", "onnx", "torch"):
+            raise ValueError(f"runtime must be auto, onnx or torch, got {settings.runtime!r}")
         if settings.bank_slots < 1:
             raise ValueError("bank_slots must be >= 1")
         return settings
@@ -97,50 +100,76 @@ class ServeSettings:
         )
 
 
-def find_base_model(settings: ServeSettings, version_dir: Path | None) -> Path:
+def find_base_model(settings: ServeSettings, version_dir: Path | None) -> Path | None:
     """The base model bundle: `base_model` (relative paths from the model version directory),
-    else `<version dir>/base`."""
-    candidates = []
+    else `<version dir>/base`; None when there is none."""
     if settings.base_model:
         path = Path(settings.base_model).expanduser()
         if not path.is_absolute() and version_dir is not None:
             path = version_dir / path
-        candidates.append(path)
-    elif version_dir is not None:
-        candidates.append(version_dir / "base")
-    for path in candidates:
-        if (path / "manifest.json").is_file():
-            return path
-    where = ", ".join(str(p) for p in candidates) or "nowhere"
+        if not (path / "manifest.json").is_file():
+            raise FileNotFoundError(f"TRITONE_BASE_MODEL / base_model {path} is not a base model bundle")
+        return path
+    if version_dir is not None and (version_dir / "base" / "manifest.json").is_file():
+        return version_dir / "base"
+    return None
+
+
+def _built(version_dir: Path | None) -> dict[str, Any] | None:
+    """The build manifest `tritone build` wrote into the model version directory, if any."""
+    from tritone.serving.runtime_manifest import MANIFEST_FILE, read_manifest
+
+    if version_dir is None or not (version_dir / MANIFEST_FILE).is_file():
+        return None
+    return read_manifest(version_dir)
+
+
+def _torch_model(
+    settings: ServeSettings, version_dir: Path | None, built: dict[str, Any] | None
+) -> BaseModel:
+    base_dir = find_base_model(settings, version_dir)
+    if base_dir is not None:
+        log.info("loading base model from %s", base_dir)
+        return BaseModel.load(base_dir)
+    weights = (built or {}).get("torch_weights")
+    if built is not None and weights and version_dir is not None:
+        from safetensors.torch import load_file
+
+        from tritone.serving.runtime_manifest import config_from_dict
+
+        model = BaseModel(config_from_dict(built["base"]["config"]))
+        model.load_state_dict(load_file(str(version_dir / weights["file"])))
+        return model.eval()
     raise FileNotFoundError(
-        f"no base model bundle (looked at {where}); set TRITONE_BASE_MODEL to a directory written by "
-        "`tritone init-model` or training"
+        "no base model: set TRITONE_BASE_MODEL to a base model bundle (`tritone init-model`, training), "
+        "or build the model repository (`tritone build`)"
     )
 
 
-def open_runtime(settings: ServeSettings, model: BaseModel, version_dir: Path | None) -> Runtime:
-    """The runtime for the target: the graphs the build wrote when there are any, else PyTorch."""
-    from tritone.serving import runtime as contract
+def open_runtime(
+    settings: ServeSettings, version_dir: Path | None, model: BaseModel | None = None
+) -> Runtime:
+    """The runtime for the target.
 
-    bank_size = settings.bank_slots + 1
-    selector = getattr(contract, "open_runtime", None)
-    graphs = version_dir / "graphs" if version_dir is not None else None
-    if selector is not None and graphs is not None and graphs.is_dir():
-        try:
-            runtime: Runtime = selector(
-                version_dir,
-                target=settings.target,
-                model=model,
-                bank_size=bank_size,
-                max_rank=settings.max_rank,
-            )
-            return runtime
-        except Exception:
-            log.exception("could not open the built graphs in %s; falling back to PyTorch", graphs)
+    cpu: ONNX Runtime over the graphs `tritone build` wrote into the version directory, when it
+    wrote any (the bank size and rank are then the build's), else PyTorch on the base bundle.
+    gpu: PyTorch on CUDA (the build's engines run once their runtime is available).
+    `runtime` = onnx | torch forces one.
+    """
+    built = _built(version_dir) if model is None else None
+    if settings.runtime == "onnx" and built is None:
+        raise FileNotFoundError(f"runtime onnx: no build in {version_dir} (run `tritone build --target cpu`)")
+    if built is not None and settings.runtime in ("auto", "onnx") and settings.target == "cpu":
+        from tritone.serving.runtime_onnx import OnnxRuntime
+
+        assert version_dir is not None
+        log.info("opening the ONNX graphs in %s", version_dir)
+        return OnnxRuntime(version_dir, intra_op_threads=settings.threads)
     from tritone.serving.runtime_torch import TorchRuntime
 
+    model = model or _torch_model(settings, version_dir, built)
     device = "cuda" if settings.target == "gpu" and torch.cuda.is_available() else "cpu"
-    return TorchRuntime(model, bank_size=bank_size, max_rank=settings.max_rank, device=device)
+    return TorchRuntime(model, bank_size=settings.bank_slots + 1, max_rank=settings.max_rank, device=device)
 
 
 class TTSService:
@@ -161,15 +190,16 @@ class TTSService:
         self.settings = settings
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)
-        if model is None:
-            base_dir = find_base_model(settings, version_dir)
-            log.info("loading base model from %s", base_dir)
-            model = BaseModel.load(base_dir)
-        self.model_config: BaseModelConfig = model.config
-        self.runtime = runtime or open_runtime(settings, model, version_dir)
+        self.runtime = runtime or open_runtime(settings, version_dir, model)
+        config: BaseModelConfig | None = getattr(self.runtime, "config", None)
+        if config is None and model is not None:
+            config = model.config
+        if config is None:
+            raise ValueError("the runtime exposes no model config; pass the base model")
+        self.model_config = config
         self.base_sha256: str = self.runtime.base_sha256
-        self.sample_rate = model.config.vocoder.sampling_rate
-        self.frontend = TextFrontend(version=model.config.version, max_chars=settings.max_text_chars)
+        self.sample_rate = config.vocoder.sampling_rate
+        self.frontend = TextFrontend(version=config.version, max_chars=settings.max_text_chars)
         self.frontend.warmup()
         if registry is None:
             store = AdapterStore(
@@ -184,7 +214,7 @@ class TTSService:
         self.registry = registry
         self.voices = RegistryVoices(registry, self.base_sha256)
         self.bank = AdapterBank(self.runtime, self.voices.load, workers=settings.loader_threads)
-        self.scheduler = Scheduler(self.runtime, self.bank, model.config, settings.scheduler_config()).start()
+        self.scheduler = Scheduler(self.runtime, self.bank, config, settings.scheduler_config()).start()
         self.watcher: Watcher | None = None
         if settings.feed_interval_s > 0:
             from adapters.feed import ChangeFeed
@@ -196,7 +226,7 @@ class TTSService:
             "tts ready: base %s, %s runtime, %d voice slots, %d batch rows, data in %s",
             self.base_sha256[:12],
             type(self.runtime).__name__,
-            settings.bank_slots,
+            self.runtime.bank_size - 1,
             settings.max_rows,
             data_dir(),
         )

@@ -1,0 +1,242 @@
+"""Training end to end at the tiny size on a tiny real corpus (flite voices): base model stages,
+resumption, MLflow tracking and registration, multi-process DDP, and a voice adapter that loads
+and changes the output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.train_adapter import AdapterJob, AdapterTrainConfig, target_modules, train_adapter
+from training.train_base import BaseRecipe, BaseTrainer
+from training.train_gpt import GPTTrainConfig
+from training.train_sovits import S2TrainConfig
+from training.train_ssl import SSLTrainConfig
+from tritone.models.base import BaseModel
+
+pytestmark = pytest.mark.slow
+
+
+class Env:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.corpus = root / "corpus"
+        self.uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+        self.cache = root / "cache"
+        self.run = root / "run"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    from training.demo import build_demo_corpus
+
+    root = tmp_path_factory.mktemp("train")
+    e = Env(root)
+    saved = {k: os.environ.get(k) for k in ("TRITONE_HOME", "TRITONE_MLFLOW_URI")}
+    os.environ["TRITONE_HOME"] = str(root / "home")
+    os.environ["TRITONE_MLFLOW_URI"] = e.uri
+    build_demo_corpus(e.corpus, sentences=8, voices=["flite_awb", "flite_slt", "flite_rms"], progress=False)
+    yield e
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _recipe(env: Env) -> BaseRecipe:
+    return BaseRecipe(
+        train_list=env.corpus / "train.list",
+        eval_list=env.corpus / "eval.list",
+        run_dir=env.run,
+        preset="tiny",
+        seed=7,
+        cache_dir=env.cache,
+        tracking_uri=env.uri,
+        progress=False,
+        threads=1,
+        ssl=SSLTrainConfig(steps=40, warmup=5, log_every=5, ckpt_every=20, eval_utts=4, max_frames=2000),
+        gpt=GPTTrainConfig(
+            steps=40, warmup=5, lr=3e-3, log_every=5, eval_every=20, ckpt_every=20, max_tokens=1500
+        ),
+        sovits=S2TrainConfig(
+            steps=16, warmup=2, gan_start=8, log_every=4, eval_every=8, ckpt_every=8, eval_utts=2, max_batch=4
+        ),
+    )
+
+
+def _history(uri: str, experiment: str, key: str) -> list[float]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, experiment
+    runs = client.search_runs([exp.experiment_id], order_by=["start_time DESC"], max_results=1)
+    assert runs, experiment
+    return [
+        m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)
+    ]
+
+
+@pytest.fixture(scope="module")
+def base_dir(env: Env) -> Path:
+    trainer = BaseTrainer(_recipe(env))
+    pin = trainer.run("all")
+    assert pin["name"] == "tritone-base" and pin["version"] == 1
+    return Path(pin["path"])
+
+
+def test_base_training_learns_and_logs_to_mlflow(env: Env, base_dir: Path) -> None:
+    ctc = _history(env.uri, "tritone-train-ssl", "ctc_loss")
+    assert len(ctc) >= 4 and ctc[-1] < ctc[0]
+    gpt = _history(env.uri, "tritone-train-gpt", "loss")
+    assert len(gpt) >= 4 and gpt[-1] < gpt[0] - 0.5
+    mel = _history(env.uri, "tritone-train-sovits", "loss_mel")
+    assert len(mel) == 4 and min(mel[1:]) < mel[0]
+    assert _history(env.uri, "tritone-train-sovits", "loss_d")  # the discriminators trained
+    assert _history(env.uri, "tritone-train-sovits", "eval_mel_l1")
+    lr = _history(env.uri, "tritone-train-gpt", "lr")
+    assert lr[0] == pytest.approx(3e-3) and lr[-1] < lr[0]  # warm-up done by step 5, then cosine decay
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env.uri)
+    run = client.search_runs([client.get_experiment_by_name("tritone-train-sovits").experiment_id])[0]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
+    assert any(p.endswith(".wav") for p in artifacts) and any(p.endswith(".png") for p in artifacts)
+
+    model = BaseModel.load(base_dir)
+    versions = client.search_model_versions("name='tritone-base'")
+    assert [v.tags["weights_sha256"] for v in versions] == [model.weights_sha256]
+    assert model.sovits.quantizer.codebooks[0].is_initialised
+
+
+def test_stages_resume_instead_of_redoing(env: Env, base_dir: Path) -> None:
+    before = (env.run / "gpt" / "gpt-final.pt").stat().st_mtime_ns
+    trainer = BaseTrainer(_recipe(env))
+    assert trainer.run("gpt") == str(env.run / "gpt" / "gpt-final.pt")
+    assert (env.run / "gpt" / "gpt-final.pt").stat().st_mtime_ns == before
+    # an interrupted loop continues from its checkpoint: more steps pick up at the saved step
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "resume"
+    recipe.gpt.steps = 20
+    BaseTrainer(recipe).run("gpt")
+    state = torch.load(recipe.run_dir / "gpt" / "ckpt-latest.pt", weights_only=False)
+    assert state["step"] == 20
+    (recipe.run_dir / "gpt" / "gpt-final.pt").unlink()
+    recipe.gpt.steps = 30
+    BaseTrainer(recipe).run("gpt")
+    assert torch.load(recipe.run_dir / "gpt" / "ckpt-latest.pt", weights_only=False)["step"] == 30
+
+
+def test_ddp_two_processes_gloo(env: Env, base_dir: Path) -> None:
+    run_dir = env.root / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+        "-m", "tritone.cli", "train", "base",
+        "--train-list", str(env.corpus / "train.list"), "--eval-list", str(env.corpus / "eval.list"),
+        "--run-dir", str(run_dir), "--preset", "tiny", "--init", str(base_dir), "--stage", "gpt",
+        "--gpt-steps", "4", "--threads", "1", "--no-progress", "--tracking-uri", env.uri,
+    ]  # fmt: skip
+    envs = {**os.environ, "OMP_NUM_THREADS": "1", "TRITONE_HOME": str(env.root / "home")}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envs, start_new_session=True
+    )
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    state = torch.load(run_dir / "gpt" / "gpt-final.pt", weights_only=False)
+    assert state["steps"] == 4
+    assert _history(env.uri, "tritone-train-gpt", "loss")  # rank 0 logged
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env.uri)
+    exp = client.get_experiment_by_name("tritone-train-gpt")
+    run = client.search_runs([exp.experiment_id], order_by=["start_time DESC"], max_results=1)[0]
+    assert run.data.params["world"] == "2"
+
+
+def test_adapter_trains_registers_and_changes_the_voice(env: Env, base_dir: Path) -> None:
+    from adapters.apply import apply_adapter
+    from adapters.consent import ConsentRecord
+    from adapters.format import read_adapter
+    from adapters.registry import AdapterRegistry
+    from tritone.pipeline import Pipeline, SynthesisParams
+
+    consent = env.root / "consent.json"
+    consent.write_text(
+        ConsentRecord(
+            id="consent-rms",
+            speaker="flite rms",
+            granted_by="test",
+            scope="tests",
+            date="2026-01-01",
+            evidence_sha256="0" * 64,
+        ).to_json()
+    )
+    out = env.root / "adapters" / "rms"
+    job = AdapterJob(
+        voice="rms",
+        tenant="demo",
+        base=base_dir,
+        audio=env.corpus / "heldout_train.list",
+        speaker="flite_rms",
+        consent=consent,
+        out=out,
+        eval_list=env.corpus / "heldout_eval.list",
+        eval_sentences=1,
+        eval_max_tokens=40,
+        tracking_uri=env.uri,
+        cache_dir=env.cache,
+        progress=False,
+        config=AdapterTrainConfig(
+            steps=30, lr=3e-3, log_every=5, targets=("gpt", "ref", "mrte", "flow", "vocoder")
+        ),
+    )
+    result = train_adapter(job)
+    gpt_ce = _history(env.uri, "tritone-train-adapter", "gpt_ce")
+    mel = _history(env.uri, "tritone-train-adapter", "mel_l1")
+    assert gpt_ce[-1] < gpt_ce[0] and mel[-1] < mel[0]
+
+    # the directory is a valid adapter pinned to the base, with its metrics
+    model = BaseModel.load(base_dir)
+    adapter = read_adapter(out, expect_base=model.weights_sha256)
+    assert set(adapter.lora) == set(target_modules(model, ("gpt", "ref", "mrte", "flow", "vocoder")))
+    assert "gpt.layers.0.self_attn.in_proj" in adapter.lora and "vocoder.conv_pre" in adapter.lora
+    assert {"speaker_similarity", "wer", "zero_shot_similarity", "ground_truth_wer"} <= set(
+        adapter.manifest.metrics
+    )
+    assert adapter.manifest.consent_id == "consent-rms"
+
+    # registered at staging, with the metrics and the training run as lineage
+    info = AdapterRegistry(env.uri).show("demo.rms")
+    version = info.versions[-1]
+    assert version.version == result.version and "staging" in version.aliases
+    assert version.run_id == result.run_id
+    assert version.metrics["speaker_similarity"] == pytest.approx(result.metrics["speaker_similarity"])
+
+    # merged in, it changes what the base says for the same text, voice and seed
+    params = SynthesisParams(seed=3, max_new_tokens=30)
+    plain = Pipeline(BaseModel.load(base_dir)).synthesize(
+        "Bring the green umbrella.", "en", adapter.prompt, params
+    )
+    tuned_model = apply_adapter(BaseModel.load(base_dir), adapter)
+    tuned = Pipeline(tuned_model).synthesize("Bring the green umbrella.", "en", adapter.prompt, params)
+    n = min(len(plain), len(tuned))
+    assert n > 0 and not np.allclose(plain[:n], tuned[:n], atol=1e-4)
+    # and it does exactly what the trained peft model did: the LoRA delta is in the weights
+    base_w = model.gpt.layers[0].self_attn.in_proj.weight  # type: ignore[union-attr]
+    tuned_w = tuned_model.gpt.layers[0].self_attn.in_proj.weight  # type: ignore[union-attr]
+    assert not torch.allclose(base_w, tuned_w)

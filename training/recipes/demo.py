@@ -1,0 +1,223 @@
+"""The shipped demo, end to end: `tritone train demo` (or `training/recipes/demo.sh`).
+
+1. corpus   the demo corpus (`tritone data demo`, seed 20240611): 11 training voices, 2 held out
+2. base     the `demo` preset trained from scratch on `train.list` (SSL/CTC + k-means, then GPT
+            and SoVITS as two processes side by side, each on one core), exported, registered
+3. adapters one LoRA adapter per held-out voice from up to 5 minutes of its `heldout_train` clips
+            (never heard by the base), evaluated and registered at alias `staging`
+4. eval     the full side-by-side evaluation on the voice's held-out sentences (`heldout_eval`)
+5. ship     copy base + adapters + reports to `<repo>/demo/` (checked to be <= 30 MB)
+
+The step counts below are the ones the shipped artifacts were trained with; every stage
+resumes, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEMO_SEED = 1234
+SSL_STEPS = 1200
+GPT_STEPS = 3000
+SOVITS_STEPS = 3000
+SOVITS_GAN_START = 500
+SOVITS_BATCH = 6
+ADAPTER_STEPS = 300
+TENANT = "demo"
+SHIP_LIMIT_BYTES = 30 * 1024 * 1024
+VOICE_NAMES = {"festival_ked": "ked", "flite_rms": "rms"}
+
+
+@dataclass
+class DemoRecipe:
+    corpus: Path | None = None
+    run_dir: Path | None = None
+    out: Path | None = None
+    voices: tuple[str, ...] = ("flite_rms",)
+    seed: int = DEMO_SEED
+    threads: int | None = None
+    progress: bool = True
+    tracking_uri: str | None = None
+    parallel: bool = True  # gpt and sovits stages as two processes
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def paths(self) -> tuple[Path, Path, Path]:
+        from tritone.config import REPO_ROOT, data_dir
+
+        corpus = self.corpus or data_dir() / "demo"
+        run_dir = self.run_dir or data_dir() / "runs" / "demo"
+        out = self.out or REPO_ROOT / "demo"
+        return corpus, run_dir, out
+
+
+def _base_args(recipe: DemoRecipe, corpus: Path, run_dir: Path) -> list[str]:
+    args = [
+        "train", "base",
+        "--train-list", str(corpus / "train.list"),
+        "--eval-list", str(corpus / "eval.list"),
+        "--run-dir", str(run_dir / "base"),
+        "--preset", "demo",
+        "--seed", str(recipe.seed),
+        "--ssl-steps", str(SSL_STEPS),
+        "--gpt-steps", str(GPT_STEPS),
+        "--sovits-steps", str(SOVITS_STEPS),
+        "--gan-start", str(SOVITS_GAN_START),
+    ]  # fmt: skip
+    if recipe.threads:
+        args += ["--threads", str(recipe.threads)]
+    if recipe.tracking_uri:
+        args += ["--tracking-uri", recipe.tracking_uri]
+    if not recipe.progress:
+        args.append("--no-progress")
+    return args
+
+
+def train_base(recipe: DemoRecipe) -> Path:
+    from training.train_base import BASE_DIR
+
+    corpus, run_dir, _ = recipe.paths()
+    cli = [sys.executable, "-m", "tritone.cli"]
+    base = _base_args(recipe, corpus, run_dir)
+    for stage in ("prep", "ssl", "encode"):
+        subprocess.run([*cli, *base, "--stage", stage], check=True)
+    if recipe.parallel:
+        one = ["--threads", "1"] if not recipe.threads else []
+        procs = [subprocess.Popen([*cli, *base, *one, "--stage", s]) for s in ("gpt", "sovits")]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise RuntimeError(f"gpt/sovits stages failed with exit codes {codes}")
+    for stage in (() if recipe.parallel else ("gpt", "sovits")) + ("export", "register"):
+        subprocess.run([*cli, *base, "--stage", stage], check=True)
+    return run_dir / "base" / BASE_DIR
+
+
+def demo_consent(voice_id: str, out: Path) -> Path:
+    """The consent record of a demo voice: the engine voice's licence, evidence = its copyright file."""
+    from adapters.consent import ConsentRecord
+    from adapters.util import sha256_bytes
+    from training.demo.voices import ALL_VOICES
+
+    spec = next(v for v in ALL_VOICES if v.voice_id == voice_id)
+    copyright_file = Path(spec.copyright_file)
+    evidence = copyright_file.read_bytes() if copyright_file.is_file() else spec.licence.encode()
+    record = ConsentRecord(
+        id=f"demo-{VOICE_NAMES.get(voice_id, voice_id).replace('_', '-')}",
+        speaker=f"{spec.engine} {spec.engine_voice} (synthetic voice, {spec.person})",
+        granted_by=f"licence: {spec.licence}"[:256],
+        scope="tritone demo voice: redistributable under the engine voice's licence",
+        date="2026-01-01",
+        evidence_sha256=sha256_bytes(evidence),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(record.to_json() + "\n")
+    return out
+
+
+def train_adapters(recipe: DemoRecipe, base: Path) -> dict[str, Any]:
+    from training.train_adapter import AdapterJob, AdapterTrainConfig, train_adapter
+
+    corpus, run_dir, _ = recipe.paths()
+    results: dict[str, Any] = {}
+    for voice_id in recipe.voices:
+        name = VOICE_NAMES.get(voice_id, voice_id)
+        out = run_dir / "adapters" / name
+        if (out / "manifest.json").is_file():
+            results[name] = {"path": str(out), "reused": True}
+            continue
+        consent = demo_consent(voice_id, run_dir / "consent" / f"{name}.json")
+        job = AdapterJob(
+            voice=name,
+            tenant=TENANT,
+            base=base,
+            audio=corpus / "heldout_train.list",
+            speaker=voice_id,
+            consent=consent,
+            out=out,
+            eval_list=corpus / "heldout_eval.list",
+            eval_sentences=10,  # the quick check recorded in the manifest; `eval` runs them all
+            tracking_uri=recipe.tracking_uri,
+            progress=recipe.progress,
+            config=AdapterTrainConfig(steps=ADAPTER_STEPS, seed=recipe.seed, threads=recipe.threads),
+        )
+        r = train_adapter(job)
+        results[name] = {"path": str(r.path), "version": r.version, "metrics": r.metrics, "seconds": r.seconds}
+    return results
+
+
+def evaluate(recipe: DemoRecipe, base: Path) -> dict[str, Any]:
+    from training.evaluate import evaluate_speaker
+    from training.train_adapter import speaker_utterances
+
+    corpus, run_dir, _ = recipe.paths()
+    reports: dict[str, Any] = {}
+    for voice_id in recipe.voices:
+        name = VOICE_NAMES.get(voice_id, voice_id)
+        path = run_dir / "eval" / f"{name}.json"
+        if path.is_file():
+            reports[name] = json.loads(path.read_text())["summary"]
+            continue
+        sentences = speaker_utterances(corpus / "heldout_eval.list", voice_id, None)
+        enrol = speaker_utterances(corpus / "heldout_train.list", voice_id, None)
+        report = evaluate_speaker(
+            base,
+            sentences,
+            enrol,
+            adapters=[(f"adapter ({name})", run_dir / "adapters" / name)],
+            seed=recipe.seed,
+            save_dir=run_dir / "eval" / name,
+            command=f"tritone train demo --stage eval --voices {voice_id} --seed {recipe.seed}",
+        )
+        report.write(path)
+        (run_dir / "eval" / f"{name}.md").write_text(report.markdown() + "\n")
+        reports[name] = report.to_dict()["summary"]
+    return reports
+
+
+def ship(recipe: DemoRecipe, base: Path) -> dict[str, Any]:
+    """Copy the base bundle, the adapters and the reports to `out` and check the size budget."""
+    _, run_dir, out = recipe.paths()
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(base, out / "base")
+    for voice_id in recipe.voices:
+        name = VOICE_NAMES.get(voice_id, voice_id)
+        shutil.copytree(run_dir / "adapters" / name, out / "voices" / name)
+        consent = run_dir / "consent" / f"{name}.json"
+        if consent.is_file():
+            shutil.copy2(consent, out / "voices" / f"{name}.consent.json")
+        report = run_dir / "eval" / f"{name}.json"
+        if report.is_file():
+            (out / "eval").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(report, out / "eval" / f"{name}.json")
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    if total > SHIP_LIMIT_BYTES:
+        raise RuntimeError(f"demo artifacts are {total / 2**20:.1f} MiB, over the 30 MiB budget")
+    return {"out": str(out), "bytes": total}
+
+
+def run_demo(recipe: DemoRecipe, stage: str = "all") -> dict[str, Any]:
+    from training.train_base import BASE_DIR
+
+    corpus, run_dir, _ = recipe.paths()
+    if not (corpus / "train.list").is_file():
+        from training.demo import build_demo_corpus
+
+        build_demo_corpus(corpus, progress=recipe.progress)
+    base = run_dir / "base" / BASE_DIR
+    result: dict[str, Any] = {}
+    if stage in ("all", "base"):
+        base = train_base(recipe)
+        result["base"] = str(base)
+    if stage in ("all", "adapters"):
+        result["adapters"] = train_adapters(recipe, base)
+    if stage in ("all", "eval"):
+        result["eval"] = evaluate(recipe, base)
+    if stage in ("all", "ship"):
+        result["ship"] = ship(recipe, base)
+    return result
