@@ -96,6 +96,9 @@ def build_repository(
         )
     if target == "gpu" and not manifest["tensorrt_ops"]["ok"]:
         raise BuildError(f"TensorRT's ONNX parser would reject: {manifest['tensorrt_ops']['findings']}")
+    bad_engines = [g for g, e in manifest.get("engines", {}).items() if isinstance(e, dict) and not e["parity"]["ok"]]
+    if bad_engines:
+        raise BuildError(f"TensorRT engines differ from ONNX Runtime beyond FP16 tolerance: {', '.join(bad_engines)}")
     return manifest
 
 

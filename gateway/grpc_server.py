@@ -46,7 +46,7 @@ def _float32(value: float) -> float:
 def request_to_input(msg: tts_pb2.SynthesizeRequest, stream: bool) -> SynthesisInput:
     params: dict[str, Any] = {}
     p = msg.params
-    for name in ("top_k", "seed", "split", *_FLOAT_FIELDS):
+    for name in ("top_k", "seed", "split", "max_new_tokens", *_FLOAT_FIELDS):
         if p.HasField(name):
             value = getattr(p, name)
             params[name] = _float32(value) if name in _FLOAT_FIELDS else value

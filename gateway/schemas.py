@@ -24,6 +24,7 @@ class SamplingParamsModel(BaseModel):
     speed: float | None = Field(None, description="speaking rate, 0.25 to 4 (default 1.0)", examples=[1.0])
     split: str | None = Field(None, description="text cutting: cut0 .. cut5 (default cut5)", examples=["cut5"])
     fragment_interval: float | None = Field(None, description="seconds of silence between segments, 0 to 5 (default 0.3)")
+    max_new_tokens: int | None = Field(None, description="most semantic tokens per text segment, 25 per second of audio (default 1500)")
 
 
 class ReferenceModel(BaseModel):

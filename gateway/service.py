@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # A request waits on the registry only for a cold resolution; fail fast when it is down (the
 # cache keeps serving known voices) rather than retrying for minutes. Operators can override.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 LANGS = ("en", "zh", "auto")
@@ -56,6 +56,7 @@ PARAM_FIELDS = (
     "speed",
     "split",
     "fragment_interval",
+    "max_new_tokens",
 )
 REF_MIN_S, REF_MAX_S = 3.0, 10.0  # as tritone.pipeline.REF_MIN_SECONDS / REF_MAX_SECONDS
 REF_MIN_SR = 16_000

@@ -86,14 +86,24 @@ _NOT_FOUND_HINTS = ("not found", "no such voice", "unknown voice", "revoked")
 
 
 def map_model_error(message: str) -> GatewayError:
-    """An error the model returned (not a transport failure) → the caller's status."""
+    """An error the model returned (not a transport failure) → the caller's status.
+
+    The model words its messages for this (tritone.serving.errors): bad input starts with
+    "invalid request:", an unknown voice or version says "unknown voice", a revoked one
+    "revoked", overload and shutdown "unavailable".
+    """
+    text = message.strip().splitlines()[-1][:300] if message.strip() else "synthesis failed"
     low = message.lower()
-    if "unknown model" in low or "is not ready" in low or "not loaded" in low:
-        return GatewayError(Code.UNAVAILABLE, "the inference server is not ready; retry shortly")
+    if low.startswith("invalid request:"):
+        return GatewayError(Code.INVALID_ARGUMENT, text)
+    if "unknown model" in low or "is not ready" in low or "not loaded" in low or "unavailable" in low:
+        return GatewayError(Code.UNAVAILABLE, "the inference server is not ready or overloaded; retry shortly")
+    if "cancelled" in low:
+        return GatewayError(Code.CANCELLED, "the request was cancelled")
     if any(h in low for h in _NOT_FOUND_HINTS):
-        return GatewayError(Code.NOT_FOUND, message.strip().splitlines()[-1][:300])
+        return GatewayError(Code.NOT_FOUND, text)
     if any(h in low for h in _MODEL_INPUT_HINTS):
-        return GatewayError(Code.INVALID_ARGUMENT, message.strip().splitlines()[-1][:300])
+        return GatewayError(Code.INVALID_ARGUMENT, text)
     return GatewayError(Code.INTERNAL, "synthesis failed inside the inference server")
 
 

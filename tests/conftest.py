@@ -167,9 +167,10 @@ class VoiceRegistry:
 @pytest.fixture(scope="session")
 def voice_registry(serving_home: Path, tiny_base: TinyBase, reference_voice: Any) -> VoiceRegistry:
     from adapters.registry import AdapterRegistry
+    from adapters.store import AdapterStore
 
     uri = f"sqlite:///{serving_home / 'mlflow' / 'mlflow.db'}"
-    registry = AdapterRegistry(uri)
+    registry = AdapterRegistry(uri, store=AdapterStore(serving_home / "store-test-process"))
     pin = registry.register_base(tiny_base.path)
     return VoiceRegistry(uri, registry, pin, tiny_base, reference_voice, serving_home)
 
@@ -198,6 +199,7 @@ class Reply:
     """Everything one request got back."""
 
     chunks: list[np.ndarray] = field(default_factory=list)
+    sent: float = 0.0  # when the request was sent (time.monotonic)
     times: list[float] = field(default_factory=list)  # arrival time of each response
     seed: int | None = None
     sample_rate: int | None = None
@@ -269,6 +271,7 @@ class TTSClient:
                 client = grpcclient.InferenceServerClient(self.url)
                 clients.append(client)
                 client.start_stream(callback=lambda result, error, rid=rid: events.put((rid, result, error)))
+                replies[rid].sent = time.monotonic()
                 client.async_stream_infer("tts", inputs, request_id=rid, enable_empty_final_response=True)
             deadline = time.monotonic() + timeout
             while not all(r.final for r in replies.values()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,7 @@ def test_planner_reproduces_segment_streamer(tiny_base: TinyBase, cfg: StreamCon
     pipeline = Pipeline(tiny_base.model)
     gen = torch.Generator().manual_seed(1)
     ge = torch.randn(1, tiny_base.model.config.sovits.gin_channels, 1, generator=gen)
-    tokens = torch.randint(0, 64, (70,), generator=gen).tolist()
+    tokens = torch.randint(0, 64, (45,), generator=gen).tolist()
     phones = list(range(10, 30))
     params = SynthesisParams(seed=1, speed=speed)
     streamer = SegmentStreamer(pipeline, phones, ge, params, 5, cfg)
@@ -312,10 +313,16 @@ class ListSink:
 
 
 @pytest.fixture(scope="module")
-def service(voice_registry: VoiceRegistry, tiny_base: TinyBase) -> Any:
+def service(voice_registry: VoiceRegistry, tiny_base: TinyBase, serving_home: Path) -> Any:
     from tritone.serving.service import ServeSettings, TTSService
 
-    settings = ServeSettings(bank_slots=2, feed_interval_s=0, mlflow_uri=voice_registry.uri, max_context=1024)
+    settings = ServeSettings(
+        bank_slots=2,
+        feed_interval_s=0,
+        mlflow_uri=voice_registry.uri,
+        max_context=1024,
+        adapter_store=str(serving_home / "store-in-process"),
+    )
     svc = TTSService(settings, model=tiny_base.model)
     yield svc
     svc.close()
@@ -418,11 +425,20 @@ def test_errors_end_only_their_request(service: Any, voice_registry: VoiceRegist
     assert missing_version.error is not None and "no version 99" in missing_version.error.message
 
 
-def test_submit_refuses_when_queue_full(tiny_base: TinyBase, voice_registry: VoiceRegistry) -> None:
+def test_submit_refuses_when_queue_full(
+    tiny_base: TinyBase, voice_registry: VoiceRegistry, serving_home: Path
+) -> None:
     from tritone.serving.service import ServeSettings, TTSService
 
+    settings = ServeSettings(
+        max_queue=1,
+        feed_interval_s=0,
+        mlflow_uri=voice_registry.uri,
+        max_context=512,
+        adapter_store=str(serving_home / "store-in-process"),
+    )
     svc = TTSService(
-        ServeSettings(max_queue=1, feed_interval_s=0, mlflow_uri=voice_registry.uri, max_context=512),
+        settings,
         model=tiny_base.model,
     )
     try:

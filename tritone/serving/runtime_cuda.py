@@ -110,15 +110,17 @@ class CudaGraphRuntime(TorchRuntime):
         batch_buckets: Sequence[int] = BATCH_BUCKETS,
         length_buckets: Sequence[int] = LENGTH_BUCKETS,
     ) -> None:
-        if not torch.cuda.is_available():
-            raise RuntimeError("CudaGraphRuntime needs a CUDA device")
+        on_cuda = torch.device(device).type == "cuda"
+        if on_cuda and not torch.cuda.is_available():
+            raise RuntimeError("CudaGraphRuntime needs a CUDA device (no CUDA here)")
         super().__init__(
             model, targets=targets, bank_size=bank_size, max_rank=max_rank, device=device, dtype=dtype
         )
-        self.cuda_graphs = cuda_graphs
+        # Off CUDA (tests) everything runs eagerly; `decode_step_fn` is still the captured step.
+        self.cuda_graphs = cuda_graphs and on_cuda
         self.batch_buckets = tuple(sorted(batch_buckets))
         self.length_buckets = tuple(sorted(length_buckets))
-        self.graph_pool = torch.cuda.graph_pool_handle()
+        self.graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self._decode_graphs: dict[tuple[int, int], DecodeGraph] = {}
         self._capacity = 0
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tritone/v1/tts.proto\x12\ntritone.v1\"\xe6\x02\n\x0eSamplingParams\x12\x12\n\x05top_k\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x18\n\x0bnoise_scale\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x12\n\x05speed\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x12\n\x05split\x18\x08 \x01(\tH\x07\x88\x01\x01\x12\x1e\n\x11\x66ragment_interval\x18\t \x01(\x02H\x08\x88\x01\x01\x42\x08\n\x06_top_kB\x08\n\x06_top_pB\x0e\n\x0c_temperatureB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x0e\n\x0c_noise_scaleB\x08\n\x06_speedB\x08\n\x06_splitB\x14\n\x12_fragment_interval\"O\n\x0eReferenceAudio\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04lang\x18\x03 \x01(\t\x12\x12\n\nconsent_id\x18\x04 \x01(\t\"\xc2\x01\n\x11SynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04lang\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12*\n\x06params\x18\x04 \x01(\x0b\x32\x1a.tritone.v1.SamplingParams\x12\'\n\x06\x66ormat\x18\x05 \x01(\x0e\x32\x17.tritone.v1.AudioFormat\x12-\n\treference\x18\x06 \x01(\x0b\x32\x1a.tritone.v1.ReferenceAudio\"\xc3\x01\n\x12SynthesizeResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.tritone.v1.AudioFormat\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x15\n\rvoice_version\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x08 \x01(\x01\"\x92\x01\n\nStreamInfo\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x17.tritone.v1.AudioFormat\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x15\n\rvoice_version\x18\x06 \x01(\x03\"O\n\x18SynthesizeStreamResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12$\n\x04info\x18\x02 \x01(\x0b\x32\x16.tritone.v1.StreamInfo\"#\n\x11ListVoicesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xae\x01\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12/\n\x07\x61liases\x18\x03 \x03(\x0b\x32\x1e.tritone.v1.Voice.AliasesEntry\x12\x16\n\x0elatest_version\x18\x04 \x01(\x03\x12\x0e\n\x06public\x18\x05 \x01(\x08\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"7\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.tritone.v1.Voice*y\n\x0b\x41udioFormat\x12\x1c\n\x18\x41UDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIO_FORMAT_WAV\x10\x01\x12\x1a\n\x16\x41UDIO_FORMAT_PCM_S16LE\x10\x02\x12\x1a\n\x16\x41UDIO_FORMAT_PCM_F32LE\x10\x03\x32\x83\x02\n\x0cTextToSpeech\x12K\n\nSynthesize\x12\x1d.tritone.v1.SynthesizeRequest\x1a\x1e.tritone.v1.SynthesizeResponse\x12Y\n\x10SynthesizeStream\x12\x1d.tritone.v1.SynthesizeRequest\x1a$.tritone.v1.SynthesizeStreamResponse0\x01\x12K\n\nListVoices\x12\x1d.tritone.v1.ListVoicesRequest\x1a\x1e.tritone.v1.ListVoicesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tritone/v1/tts.proto\x12\ntritone.v1\"\x96\x03\n\x0eSamplingParams\x12\x12\n\x05top_k\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x18\n\x0bnoise_scale\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x12\n\x05speed\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x12\n\x05split\x18\x08 \x01(\tH\x07\x88\x01\x01\x12\x1e\n\x11\x66ragment_interval\x18\t \x01(\x02H\x08\x88\x01\x01\x12\x1b\n\x0emax_new_tokens\x18\n \x01(\x05H\t\x88\x01\x01\x42\x08\n\x06_top_kB\x08\n\x06_top_pB\x0e\n\x0c_temperatureB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x0e\n\x0c_noise_scaleB\x08\n\x06_speedB\x08\n\x06_splitB\x14\n\x12_fragment_intervalB\x11\n\x0f_max_new_tokens\"O\n\x0eReferenceAudio\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04lang\x18\x03 \x01(\t\x12\x12\n\nconsent_id\x18\x04 \x01(\t\"\xc2\x01\n\x11SynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04lang\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12*\n\x06params\x18\x04 \x01(\x0b\x32\x1a.tritone.v1.SamplingParams\x12\'\n\x06\x66ormat\x18\x05 \x01(\x0e\x32\x17.tritone.v1.AudioFormat\x12-\n\treference\x18\x06 \x01(\x0b\x32\x1a.tritone.v1.ReferenceAudio\"\xc3\x01\n\x12SynthesizeResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.tritone.v1.AudioFormat\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x15\n\rvoice_version\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x08 \x01(\x01\"\x92\x01\n\nStreamInfo\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x17.tritone.v1.AudioFormat\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x15\n\rvoice_version\x18\x06 \x01(\x03\"O\n\x18SynthesizeStreamResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12$\n\x04info\x18\x02 \x01(\x0b\x32\x16.tritone.v1.StreamInfo\"#\n\x11ListVoicesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xae\x01\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12/\n\x07\x61liases\x18\x03 \x03(\x0b\x32\x1e.tritone.v1.Voice.AliasesEntry\x12\x16\n\x0elatest_version\x18\x04 \x01(\x03\x12\x0e\n\x06public\x18\x05 \x01(\x08\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"7\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.tritone.v1.Voice*y\n\x0b\x41udioFormat\x12\x1c\n\x18\x41UDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIO_FORMAT_WAV\x10\x01\x12\x1a\n\x16\x41UDIO_FORMAT_PCM_S16LE\x10\x02\x12\x1a\n\x16\x41UDIO_FORMAT_PCM_F32LE\x10\x03\x32\x83\x02\n\x0cTextToSpeech\x12K\n\nSynthesize\x12\x1d.tritone.v1.SynthesizeRequest\x1a\x1e.tritone.v1.SynthesizeResponse\x12Y\n\x10SynthesizeStream\x12\x1d.tritone.v1.SynthesizeRequest\x1a$.tritone.v1.SynthesizeStreamResponse0\x01\x12K\n\nListVoices\x12\x1d.tritone.v1.ListVoicesRequest\x1a\x1e.tritone.v1.ListVoicesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VOICE_ALIASESENTRY']._loaded_options = None
   _globals['_VOICE_ALIASESENTRY']._serialized_options = b'8\001'
-  _globals['_AUDIOFORMAT']._serialized_start=1374
-  _globals['_AUDIOFORMAT']._serialized_end=1495
+  _globals['_AUDIOFORMAT']._serialized_start=1422
+  _globals['_AUDIOFORMAT']._serialized_end=1543
   _globals['_SAMPLINGPARAMS']._serialized_start=37
-  _globals['_SAMPLINGPARAMS']._serialized_end=395
-  _globals['_REFERENCEAUDIO']._serialized_start=397
-  _globals['_REFERENCEAUDIO']._serialized_end=476
-  _globals['_SYNTHESIZEREQUEST']._serialized_start=479
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=673
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=676
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=871
-  _globals['_STREAMINFO']._serialized_start=874
-  _globals['_STREAMINFO']._serialized_end=1020
-  _globals['_SYNTHESIZESTREAMRESPONSE']._serialized_start=1022
-  _globals['_SYNTHESIZESTREAMRESPONSE']._serialized_end=1101
-  _globals['_LISTVOICESREQUEST']._serialized_start=1103
-  _globals['_LISTVOICESREQUEST']._serialized_end=1138
-  _globals['_VOICE']._serialized_start=1141
-  _globals['_VOICE']._serialized_end=1315
-  _globals['_VOICE_ALIASESENTRY']._serialized_start=1269
-  _globals['_VOICE_ALIASESENTRY']._serialized_end=1315
-  _globals['_LISTVOICESRESPONSE']._serialized_start=1317
-  _globals['_LISTVOICESRESPONSE']._serialized_end=1372
-  _globals['_TEXTTOSPEECH']._serialized_start=1498
-  _globals['_TEXTTOSPEECH']._serialized_end=1757
+  _globals['_SAMPLINGPARAMS']._serialized_end=443
+  _globals['_REFERENCEAUDIO']._serialized_start=445
+  _globals['_REFERENCEAUDIO']._serialized_end=524
+  _globals['_SYNTHESIZEREQUEST']._serialized_start=527
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=721
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=724
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=919
+  _globals['_STREAMINFO']._serialized_start=922
+  _globals['_STREAMINFO']._serialized_end=1068
+  _globals['_SYNTHESIZESTREAMRESPONSE']._serialized_start=1070
+  _globals['_SYNTHESIZESTREAMRESPONSE']._serialized_end=1149
+  _globals['_LISTVOICESREQUEST']._serialized_start=1151
+  _globals['_LISTVOICESREQUEST']._serialized_end=1186
+  _globals['_VOICE']._serialized_start=1189
+  _globals['_VOICE']._serialized_end=1363
+  _globals['_VOICE_ALIASESENTRY']._serialized_start=1317
+  _globals['_VOICE_ALIASESENTRY']._serialized_end=1363
+  _globals['_LISTVOICESRESPONSE']._serialized_start=1365
+  _globals['_LISTVOICESRESPONSE']._serialized_end=1420
+  _globals['_TEXTTOSPEECH']._serialized_start=1546
+  _globals['_TEXTTOSPEECH']._serialized_end=1805
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ AUDIO_FORMAT_PCM_S16LE: AudioFormat
 AUDIO_FORMAT_PCM_F32LE: AudioFormat
 
 class SamplingParams(_message.Message):
-    __slots__ = ("top_k", "top_p", "temperature", "repetition_penalty", "seed", "noise_scale", "speed", "split", "fragment_interval")
+    __slots__ = ("top_k", "top_p", "temperature", "repetition_penalty", "seed", "noise_scale", "speed", "split", "fragment_interval", "max_new_tokens")
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class SamplingParams(_message.Message):
     SPEED_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     FRAGMENT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     top_k: int
     top_p: float
     temperature: float
@@ -38,7 +39,8 @@ class SamplingParams(_message.Message):
     speed: float
     split: str
     fragment_interval: float
-    def __init__(self, top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., temperature: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., seed: _Optional[int] = ..., noise_scale: _Optional[float] = ..., speed: _Optional[float] = ..., split: _Optional[str] = ..., fragment_interval: _Optional[float] = ...) -> None: ...
+    max_new_tokens: int
+    def __init__(self, top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., temperature: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., seed: _Optional[int] = ..., noise_scale: _Optional[float] = ..., speed: _Optional[float] = ..., split: _Optional[str] = ..., fragment_interval: _Optional[float] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
 
 class ReferenceAudio(_message.Message):
     __slots__ = ("audio", "text", "lang", "consent_id")

@@ -1,0 +1,213 @@
+"""Benchmark: ONNX Runtime vs PyTorch eager per serving graph, and an adapter cache miss.
+
+    python -m build.bench_components [--sizes tiny v2] [--batches 1 8] [--threads 2]
+                                     [--build-v2 DIR] [--build-tiny DIR] [--exporter dynamo]
+
+For each size the base has random weights (`BaseModel.random(preset, seed=0)`, the weights
+`tritone build --random PRESET` exports). The ONNX side runs the graphs of `--build-<size>` (a
+version folder `tritone build` wrote for the same weights), else graphs exported into a temporary
+directory first. Both sides run the same call through the `Runtime` interface with the same
+thread count, each batch row on its own adapter slot (random rank-16 adapters in every slot but
+0). Each figure is the median of repeated calls after warm-up, measured side by side in one run.
+
+Also: the time to load a full-size rank-16 adapter (every default target) into a bank slot,
+the work of an adapter cache miss once its file is read (goal <= 50 ms).
+
+Prints markdown rows for docs/BENCHMARKS.md: figure, value, command, machine, date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from build.parity import random_lora
+from tritone.models.base import BaseModel, BaseModelConfig
+from tritone.serving.runtime import DEFAULT_TARGETS, Runtime
+from tritone.serving.runtime_graphs import lora_target_names
+
+BANK_SIZE, MAX_RANK = 9, 16
+# Per call: phones, prompt tokens, cache positions, spectrogram frames, codes, vocoder frames, audio.
+SHAPES = {
+    "text": 64,
+    "prompt": 150,
+    "context": 300,
+    "spec": 300,
+    "codes": 200,
+    "frames": 200,
+    "samples": 80_000,
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def median_ms(fn: Callable[[], object], min_runs: int = 3, budget_s: float = 2.0) -> float:
+    fn()  # warm-up
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < 50):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def load_adapters(rt: Runtime, model: BaseModel, seed: int = 0) -> None:
+    names = lora_target_names(model, DEFAULT_TARGETS)
+    g = torch.Generator().manual_seed(seed)
+    for slot in range(1, rt.bank_size):
+        rt.load_slot(
+            slot, {n: random_lora(tuple(model.get_submodule(n).weight.shape), MAX_RANK, g) for n in names}
+        )
+
+
+def calls(rt: Runtime, config: BaseModelConfig, batch: int) -> dict[str, Callable[[], object]]:
+    """One closure per graph, with inputs of `SHAPES` for `batch` rows on distinct slots."""
+    rng = np.random.default_rng(0)
+    gpt, s2 = config.gpt, config.sovits
+    slots = np.arange(batch) % rt.bank_size
+    full = np.full(batch, 1, np.int64)
+    tx, ty, ctx = SHAPES["text"], SHAPES["prompt"], SHAPES["context"]
+    phones = rng.integers(1, gpt.phoneme_vocab_size, (batch, tx))
+    bert = np.zeros((batch, gpt.bert_dim, tx), np.float32)
+    prompt = rng.integers(0, gpt.eos, (batch, ty))
+    rows = np.arange(batch)
+    rt.allocate_kv(batch, ctx + 2)
+    rt.gpt_prefill(phones, full * tx, bert, prompt, full * ty, slots, rows)
+    t25 = SHAPES["codes"]
+    codes = rng.integers(0, s2.codebook_size, (batch, t25))
+    spec = rng.random((batch, s2.spec_channels, SHAPES["spec"]), np.float32)
+    ge = rng.standard_normal((batch, s2.gin_channels, 1)).astype(np.float32)
+    noise = rng.standard_normal((batch, s2.inter_channels, 2 * t25)).astype(np.float32)
+    z = rng.standard_normal((batch, s2.inter_channels, SHAPES["frames"])).astype(np.float32)
+    wav = (0.1 * rng.standard_normal((batch, SHAPES["samples"]))).astype(np.float32)
+    lengths = full * ctx
+    return {
+        "gpt_prefill": lambda: rt.gpt_prefill(phones, full * tx, bert, prompt, full * ty, slots, rows),
+        "gpt_decode": lambda: rt.gpt_decode(full * 7, full * ty, lengths, rows, slots),
+        "ref_enc": lambda: rt.ref_embedding(spec, full * SHAPES["spec"], slots),
+        "sovits": lambda: rt.sovits(
+            codes,
+            full * t25,
+            phones[:, :32],
+            full * 32,
+            ge,
+            noise,
+            np.full(batch, 0.5, np.float32),
+            np.ones(batch),
+            slots,
+        ),
+        "vocoder": lambda: rt.vocoder(z, ge, slots),
+        "ssl": lambda: rt.semantic_codes(wav, full * SHAPES["samples"]),
+    }
+
+
+DESCRIBE = {
+    "gpt_prefill": f"{SHAPES['text']} phones + {SHAPES['prompt']} prompt tokens",
+    "gpt_decode": f"one step, {SHAPES['context']} cached positions",
+    "ref_enc": f"{SHAPES['spec']} spectrogram frames",
+    "sovits": f"{SHAPES['codes']} codes -> {2 * SHAPES['codes']} latent frames",
+    "vocoder": f"{SHAPES['frames']} frames -> {SHAPES['frames'] * 640 / 32000:.1f} s audio",
+    "ssl": f"{SHAPES['samples'] / 16000:.0f} s of 16 kHz audio",
+}
+
+
+def graphs_dir(preset: str, model: BaseModel, given: Path | None, exporter: str, tmp: Path) -> Path:
+    from build.export import export_graphs
+    from tritone.serving.runtime_manifest import read_manifest
+
+    if given is not None:
+        built = read_manifest(given)
+        if built["base"]["weights_sha256"] != model.weights_sha256:
+            print(f"note: {given} holds other weights than random {preset}; timings only", file=sys.stderr)
+        return given
+    out = tmp / preset
+    print(f"exporting {preset} graphs ({exporter}) ...", file=sys.stderr)
+    export_graphs(model, out, bank_size=BANK_SIZE, max_rank=MAX_RANK, check=False, exporter=exporter)
+    return out
+
+
+def adapter_load_ms(model: BaseModel, rt: Runtime) -> tuple[float, float]:
+    """(median ms to load a full rank-16 adapter into a slot, its size in MB as float32)."""
+    names = lora_target_names(model, DEFAULT_TARGETS)
+    g = torch.Generator().manual_seed(1)
+    lora = {n: random_lora(tuple(model.get_submodule(n).weight.shape), MAX_RANK, g) for n in names}
+    mb = sum(w.A.numel() + w.B.numel() for w in lora.values()) * 4 / 1e6
+    return median_ms(lambda: rt.load_slot(1, lora), min_runs=5, budget_s=1.0), mb
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tritone.serving.runtime_onnx import OnnxRuntime
+    from tritone.serving.runtime_torch import TorchRuntime
+
+    parser = argparse.ArgumentParser(
+        prog="python -m build.bench_components", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "v2"], choices=["tiny", "demo", "v2"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--graphs", nargs="+", default=list(DESCRIBE))
+    parser.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"])
+    for size in ("tiny", "demo", "v2"):
+        parser.add_argument(f"--build-{size}", type=Path, help=f"version folder built for random {size}")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = "python -m build.bench_components " + " ".join(argv if argv is not None else sys.argv[1:])
+    where, today = machine(), dt.date.today().isoformat()
+    rows = ["| figure | value | command | machine | date |", "|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.sizes:
+            model = BaseModel.random(BaseModelConfig.preset(preset), seed=0)
+            directory = graphs_dir(preset, model, getattr(args, f"build_{preset}"), args.exporter, Path(tmp))
+            onnx_rt = OnnxRuntime(directory, intra_op_threads=args.threads, graphs=args.graphs)
+            torch_rt = TorchRuntime(model, bank_size=onnx_rt.bank_size, max_rank=onnx_rt.max_rank)
+            for rt in (torch_rt, onnx_rt):
+                load_adapters(rt, model)
+            for batch in args.batches:
+                fns = {
+                    "torch": calls(torch_rt, model.config, batch),
+                    "onnx": calls(onnx_rt, model.config, batch),
+                }
+                for graph in args.graphs:
+                    t_torch = median_ms(fns["torch"][graph])
+                    t_onnx = median_ms(fns["onnx"][graph])
+                    figure = f"{graph} ({preset}, batch {batch}, {min(batch, onnx_rt.bank_size)} voices): {DESCRIBE[graph]}"
+                    value = f"PyTorch eager {t_torch:.2f} ms, ONNX Runtime {t_onnx:.2f} ms ({t_torch / t_onnx:.2f}x)"
+                    rows.append(
+                        f"| {figure} | {value} | `{command}` | {where}, {args.threads} threads | {today} |"
+                    )
+                    print(rows[-1], file=sys.stderr)
+            ms, mb = adapter_load_ms(model, torch_rt)
+            rows.append(
+                f"| adapter cache miss ({preset}): load a rank-{MAX_RANK} adapter over all {len(torch_rt.targets)} "
+                f"default targets ({mb:.1f} MB float32) into a bank slot | median {ms:.2f} ms (goal <= 50 ms) | "
+                f"`{command}` | {where} | {today} |"
+            )
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
