@@ -11,6 +11,10 @@ export TOKENIZERS_PARALLELISM := false
 setup:
 	@scripts/setup.sh
 
+# The main job: demo voice + embedded MLflow + real Triton + gateway on loopback (Ctrl-C stops all).
+serve:
+	scripts/serve.sh $(ARGS)
+
 test: setup
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory lint

@@ -139,7 +139,9 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, Code.INVALID_ARGUMENT if exc.status_code < 500 else Code.INTERNAL)
+        code = _HTTP_CODES.get(
+            exc.status_code, Code.INVALID_ARGUMENT if exc.status_code < 500 else Code.INTERNAL
+        )
         error = GatewayError(code, str(exc.detail))
         response = error_response(error, getattr(request.state, "request_id", ""))
         response.status_code = exc.status_code

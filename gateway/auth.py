@@ -190,7 +190,12 @@ class KeyStore:
             return
         self._install(parsed)
         self._stamp = stamp
-        log.info("loaded %d API keys for %d tenants from %s", len(parsed.keys), len({k.tenant for k in parsed.keys}), self.path)
+        log.info(
+            "loaded %d API keys for %d tenants from %s",
+            len(parsed.keys),
+            len({k.tenant for k in parsed.keys}),
+            self.path,
+        )
 
     def _maybe_reload(self) -> None:
         if self.path is None:
@@ -215,7 +220,9 @@ class KeyStore:
         scheme, _, key = authorization.strip().partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise GatewayError(Code.UNAUTHENTICATED, "malformed Authorization header: expected 'Bearer <key>'")
+            raise GatewayError(
+                Code.UNAUTHENTICATED, "malformed Authorization header: expected 'Bearer <key>'"
+            )
         digest = hash_key(key)
         record = self._by_hash.get(digest)
         if record is None or not hmac.compare_digest(record.sha256, digest):
@@ -244,7 +251,9 @@ def write_keys_file(path: Path, keys: KeysFile) -> None:
         raise
 
 
-def add_key(path: Path, tenant: str, name: str = "", policy: dict[str, Any] | None = None) -> tuple[KeyRecord, str]:
+def add_key(
+    path: Path, tenant: str, name: str = "", policy: dict[str, Any] | None = None
+) -> tuple[KeyRecord, str]:
     """Add a key for ``tenant`` (and update its policy); returns the record and the clear key."""
     check_name(tenant, "tenant")
     keys = read_keys_file(path)

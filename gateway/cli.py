@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -42,8 +43,14 @@ def add_commands(sub: Any) -> None:
     say.add_argument("--voice", default="demo", help="voice, e.g. demo, acme.alice@staging (default demo)")
     say.add_argument("--lang", default="en", help="en, zh or auto (default en)")
     say.add_argument("-o", "--out", type=Path, default=Path("out.wav"), help="output WAV (default out.wav)")
-    say.add_argument("--url", default=os.environ.get("TRITONE_GATEWAY_URL", DEFAULT_URL), help=f"gateway URL (TRITONE_GATEWAY_URL, default {DEFAULT_URL})")
-    say.add_argument("--key", help="API key (default: $TRITONE_API_KEY, else data/serve/api-key from `make serve`)")
+    say.add_argument(
+        "--url",
+        default=os.environ.get("TRITONE_GATEWAY_URL", DEFAULT_URL),
+        help=f"gateway URL (TRITONE_GATEWAY_URL, default {DEFAULT_URL})",
+    )
+    say.add_argument(
+        "--key", help="API key (default: $TRITONE_API_KEY, else data/serve/api-key from `make serve`)"
+    )
     say.add_argument("--seed", type=int, help="random seed for reproducible audio")
     say.add_argument("--stream", action="store_true", help="stream and report the time to first audio")
     say.set_defaults(func=_say)
@@ -52,9 +59,20 @@ def add_commands(sub: Any) -> None:
     wm_sub = wm.add_subparsers(dest="watermark_command", metavar="COMMAND")
     det = wm_sub.add_parser("detect", help="recover (tenant, voice, request id) from an audio file")
     det.add_argument("file", type=Path, help="audio file (WAV, FLAC, OGG, MP3)")
-    det.add_argument("--key", default=os.environ.get("TRITONE_WATERMARK_KEY", "tritone-watermark-v1"), help="watermark key (TRITONE_WATERMARK_KEY)")
-    det.add_argument("--mlflow-uri", help="registry to name the voice tag (default TRITONE_MLFLOW_URI; 'none' to skip)")
-    det.add_argument("--api-keys-file", type=Path, default=Path(p) if (p := os.environ.get("TRITONE_API_KEYS_FILE")) else None, help="keys file to name the tenant tag")
+    det.add_argument(
+        "--key",
+        default=os.environ.get("TRITONE_WATERMARK_KEY", "tritone-watermark-v1"),
+        help="watermark key (TRITONE_WATERMARK_KEY)",
+    )
+    det.add_argument(
+        "--mlflow-uri", help="registry to name the voice tag (default TRITONE_MLFLOW_URI; 'none' to skip)"
+    )
+    det.add_argument(
+        "--api-keys-file",
+        type=Path,
+        default=Path(p) if (p := os.environ.get("TRITONE_API_KEYS_FILE")) else None,
+        help="keys file to name the tenant tag",
+    )
     det.add_argument("--json", action="store_true", help="print JSON")
     det.set_defaults(func=_detect)
     emb = wm_sub.add_parser("embed", help="watermark an audio file (for testing detection)")
@@ -72,11 +90,27 @@ def add_commands(sub: Any) -> None:
     default_file = os.environ.get("TRITONE_API_KEYS_FILE")
 
     def file_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--file", type=Path, default=Path(default_file) if default_file else None, required=default_file is None, help="the keys file (TRITONE_API_KEYS_FILE)")
+        p.add_argument(
+            "--file",
+            type=Path,
+            default=Path(default_file) if default_file else None,
+            required=default_file is None,
+            help="the keys file (TRITONE_API_KEYS_FILE)",
+        )
 
     def policy_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--zero-shot", action=argparse.BooleanOptionalAction, default=None, help="allow zero-shot cloning from uploads")
-        p.add_argument("--disclosure", action=argparse.BooleanOptionalAction, default=None, help="prepend the spoken AI disclosure")
+        p.add_argument(
+            "--zero-shot",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="allow zero-shot cloning from uploads",
+        )
+        p.add_argument(
+            "--disclosure",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="prepend the spoken AI disclosure",
+        )
         p.add_argument("--rate", type=float, help="requests per second")
         p.add_argument("--burst", type=int, help="burst size")
         p.add_argument("--concurrency", type=int, help="syntheses in flight at once")
@@ -121,10 +155,15 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["triton_urls"] = [u.strip() for u in args.triton_urls.split(",") if u.strip()]
     settings = GatewaySettings.from_env(**overrides)
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     if settings.api_keys_file is None and settings.api_keys_inline is None:
-        print("warning: no API keys configured (TRITONE_API_KEYS_FILE); every request will be refused", file=sys.stderr)
+        print(
+            "warning: no API keys configured (TRITONE_API_KEYS_FILE); every request will be refused",
+            file=sys.stderr,
+        )
     asyncio.run(serve(settings))
     return 0
 
@@ -172,10 +211,8 @@ def _say(args: argparse.Namespace) -> int:
                 ttfa = None
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
-        try:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             detail = json.loads(detail)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            pass
         raise ValueError(f"gateway refused ({exc.code}): {detail}") from None
     except urllib.error.URLError as exc:
         raise ValueError(f"cannot reach the gateway at {args.url}: {exc.reason}") from None
@@ -238,12 +275,16 @@ def _detect(args: argparse.Namespace) -> int:
     audio, sr = load_audio(args.file)
     result = detect(audio, sr, args.key)
     if not result.found or result.payload is None:
-        out = {"found": False, "confidence": round(result.confidence, 3), "blocks": result.blocks}
-        print(json.dumps(out) if args.json else f"no watermark found in {args.file} (confidence {result.confidence:.2f})")
+        miss = {"found": False, "confidence": round(result.confidence, 3), "blocks": result.blocks}
+        print(
+            json.dumps(miss)
+            if args.json
+            else f"no watermark found in {args.file} (confidence {result.confidence:.2f})"
+        )
         return 1
     p = result.payload
     tenants, voices = _names_for_tags(args)
-    out = {
+    out: dict[str, Any] = {
         "found": True,
         "request_id": p.request_id_hex,
         "tenant_tag": f"{p.tenant_tag:04x}",
@@ -258,8 +299,8 @@ def _detect(args: argparse.Namespace) -> int:
     else:
         print(f"watermark found in {args.file} (confidence {result.confidence:.2f})")
         print(f"  request id: {out['request_id']}")
-        print(f"  tenant:     {', '.join(out['tenant']) or '?'} (tag {out['tenant_tag']})")  # type: ignore[arg-type]
-        print(f"  voice:      {', '.join(out['voice']) or '?'} (tag {out['voice_tag']})")  # type: ignore[arg-type]
+        print(f"  tenant:     {', '.join(out['tenant']) or '?'} (tag {out['tenant_tag']})")
+        print(f"  voice:      {', '.join(out['voice']) or '?'} (tag {out['voice_tag']})")
     return 0
 
 
@@ -292,7 +333,10 @@ def _keys_add(args: argparse.Namespace) -> int:
 
     record, key = add_key(args.file, args.tenant, args.name, _policy_changes(args))
     print(key)
-    print(f"key {record.id} for tenant {record.tenant} added to {args.file}; it is not shown again", file=sys.stderr)
+    print(
+        f"key {record.id} for tenant {record.tenant} added to {args.file}; it is not shown again",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -303,12 +347,22 @@ def _keys_list(args: argparse.Namespace) -> int:
 
     kf = read_keys_file(args.file)
     if args.json:
-        print(json.dumps({"keys": [{k: v for k, v in asdict(r).items() if k != "sha256"} for r in kf.keys], "tenants": {t: asdict(p) for t, p in kf.tenants.items()}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "keys": [{k: v for k, v in asdict(r).items() if k != "sha256"} for r in kf.keys],
+                    "tenants": {t: asdict(p) for t, p in kf.tenants.items()},
+                },
+                indent=2,
+            )
+        )
         return 0
     for r in kf.keys:
         print(f"{r.id}  tenant={r.tenant}  name={r.name or '-'}  created={r.created}")
     for t, p in sorted(kf.tenants.items()):
-        print(f"tenant {t}: zero_shot={p.zero_shot} disclosure={p.disclosure} rate={p.rate_per_s:g}/s burst={p.burst} concurrency={p.max_concurrent}")
+        print(
+            f"tenant {t}: zero_shot={p.zero_shot} disclosure={p.disclosure} rate={p.rate_per_s:g}/s burst={p.burst} concurrency={p.max_concurrent}"
+        )
     return 0
 
 

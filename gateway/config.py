@@ -54,7 +54,9 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, **overrides: object) -> GatewaySettings:
         s = cls(
-            triton_urls=[u.strip() for u in _env("TRITONE_TRITON_URLS", "127.0.0.1:8001").split(",") if u.strip()],
+            triton_urls=[
+                u.strip() for u in _env("TRITONE_TRITON_URLS", "127.0.0.1:8001").split(",") if u.strip()
+            ],
             mlflow_uri=os.environ.get("TRITONE_MLFLOW_URI") or None,
             api_keys_file=Path(p) if (p := os.environ.get("TRITONE_API_KEYS_FILE")) else None,
             api_keys_inline=os.environ.get("TRITONE_API_KEYS") or None,
@@ -67,7 +69,9 @@ class GatewaySettings:
             resolve_ttl_s=float(_env("TRITONE_RESOLVE_TTL_S", "60")),
             resolve_interval_s=float(_env("TRITONE_RESOLVE_INTERVAL_S", "5")),
             health_interval_s=float(_env("TRITONE_HEALTH_INTERVAL_S", "2")),
-            public_tenants=[t.strip() for t in _env("TRITONE_PUBLIC_TENANTS", "public").split(",") if t.strip()],
+            public_tenants=[
+                t.strip() for t in _env("TRITONE_PUBLIC_TENANTS", "public").split(",") if t.strip()
+            ],
             max_text_chars=int(_env("TRITONE_MAX_TEXT_CHARS", "1000")),
             max_request_bytes=int(_env("TRITONE_MAX_REQUEST_BYTES", str(8 * 1024 * 1024))),
             request_timeout_s=float(_env("TRITONE_REQUEST_TIMEOUT_S", "120")),
@@ -93,4 +97,6 @@ class GatewaySettings:
         if self.bounded_load < 1.0:
             raise ValueError("TRITONE_BOUNDED_LOAD must be >= 1")
         if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ValueError(f"TRITONE_LOG_LEVEL must be debug, info, warning or error, not {self.log_level!r}")
+            raise ValueError(
+                f"TRITONE_LOG_LEVEL must be debug, info, warning or error, not {self.log_level!r}"
+            )

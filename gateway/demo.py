@@ -33,7 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / "demo"
 DEMO_VOICE = "public.demo"
 DEMO_TENANT = "demo"
-FALLBACK_TARGETS = r"gpt\.layers\.\d+\.(self_attn\.in_proj|linear1)|sovits\.enc_p\.mrte\.c_pre|vocoder\.conv_pre"
+FALLBACK_TARGETS = (
+    r"gpt\.layers\.\d+\.(self_attn\.in_proj|linear1)|sovits\.enc_p\.mrte\.c_pre|vocoder\.conv_pre"
+)
 REFERENCE_TEXT = "This is the demo voice of tritone, speaking for the reference clip."
 
 
@@ -53,7 +55,9 @@ def _reference_clip() -> tuple[Any, int]:
     if shutil.which("flite"):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "ref.wav"
-            subprocess.run(["flite", "-voice", "slt", "-t", REFERENCE_TEXT, "-o", str(path)], check=True, timeout=60)
+            subprocess.run(
+                ["flite", "-voice", "slt", "-t", REFERENCE_TEXT, "-o", str(path)], check=True, timeout=60
+            )
             audio, sr = load_audio(path, target_sr=32_000)
             return audio[: int(9.5 * sr)], sr
     sr = 32_000
@@ -78,7 +82,9 @@ def _fallback_demo(root: Path, registry: Any) -> tuple[Path, Path, Any]:
         with torch.no_grad():  # random init leaves the tiny vocoder deaf to its input; rescale
             for mod in model.vocoder.modules():
                 if isinstance(mod, torch.nn.Conv1d | torch.nn.ConvTranspose1d):
-                    mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * mod.weight[0].numel() ** -0.5)
+                    mod.weight.copy_(
+                        torch.randn(mod.weight.shape, generator=gen) * mod.weight[0].numel() ** -0.5
+                    )
         model.eval().save(base_dir)
     model = BaseModel.load(base_dir)
     voice_dir = root / "voice"
@@ -111,7 +117,7 @@ def prepare(home: Path) -> dict[str, Any]:
     serve_dir.mkdir(parents=True, exist_ok=True)
     shipped = (DEMO_DIR / "base").is_dir() and (DEMO_DIR / "voice" / "manifest.json").is_file()
     if shipped:
-        base_dir, voice_dir = DEMO_DIR / "base", DEMO_DIR / "voice"  # noqa: F841 (used below)
+        base_dir, voice_dir = DEMO_DIR / "base", DEMO_DIR / "voice"
         consent = ConsentRecord.load(DEMO_DIR / "consent.json")
         print(f"==> demo voice: shipped bundle in {DEMO_DIR}", flush=True)
     else:
@@ -146,8 +152,20 @@ async def _run(args: argparse.Namespace, home: Path, ready: dict[str, Any]) -> N
     from tritone.serving.server import TritonServer
 
     http_p, grpc_p, metrics_p = args.triton_ports
-    env = {"TRITONE_HOME": str(home), "TRITONE_BASE_MODEL": str(Path(ready["base"]).resolve()), "TRITONE_MLFLOW_URI": ready["uri"], "TRITONE_TARGET": "cpu"}
-    triton = TritonServer(host="127.0.0.1", http_port=http_p, grpc_port=grpc_p, metrics_port=metrics_p, env=env, startup_timeout_s=600)
+    env = {
+        "TRITONE_HOME": str(home),
+        "TRITONE_BASE_MODEL": str(Path(ready["base"]).resolve()),
+        "TRITONE_MLFLOW_URI": ready["uri"],
+        "TRITONE_TARGET": "cpu",
+    }
+    triton = TritonServer(
+        host="127.0.0.1",
+        http_port=http_p,
+        grpc_port=grpc_p,
+        metrics_port=metrics_p,
+        env=env,
+        startup_timeout_s=600,
+    )
     print(f"==> starting Triton (cpu target; log {triton.log_file}) ...", flush=True)
     await asyncio.to_thread(triton.start)
     settings = GatewaySettings.from_env(

@@ -74,7 +74,9 @@ class TextToSpeechServicer:
             raise
         return rid, caller
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: GatewayError, rid: str, method: str) -> None:
+    async def _abort(
+        self, context: grpc.aio.ServicerContext, exc: GatewayError, rid: str, method: str
+    ) -> None:
         trailing = [("x-request-id", rid)] if rid else []
         if exc.retry_after is not None:
             trailing.append(("retry-after", str(exc.retry_after)))
@@ -113,7 +115,9 @@ class TextToSpeechServicer:
                 raise invalid(f"unknown audio format {msg.format}")
             job = self.gateway.prepare(caller, request_to_input(msg, stream=False))
             pieces, start = [], None
-            async for event in self.gateway.synthesize(caller, job, request_id=rid, api="grpc", timeout=self._timeout(context)):
+            async for event in self.gateway.synthesize(
+                caller, job, request_id=rid, api="grpc", timeout=self._timeout(context)
+            ):
                 if event.start is not None:
                     start = event.start
                 pieces.append(event.audio)
@@ -147,7 +151,9 @@ class TextToSpeechServicer:
             if fmt is None or fmt == "wav":
                 raise invalid("a stream is raw PCM: use AUDIO_FORMAT_PCM_S16LE or AUDIO_FORMAT_PCM_F32LE")
             job = self.gateway.prepare(caller, request_to_input(msg, stream=True))
-            events = self.gateway.synthesize(caller, job, request_id=rid, api="grpc", timeout=self._timeout(context))
+            events = self.gateway.synthesize(
+                caller, job, request_id=rid, api="grpc", timeout=self._timeout(context)
+            )
             sample_rate = 0
             try:
                 async for event in events:
@@ -248,7 +254,9 @@ class GrpcServer:
         await self.set_serving(False)
 
     async def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         await self.health.set("", status)
         await self.health.set(SERVICE, status)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,8 +38,7 @@ class TokenBucket:
 class Limiter:
     """Rate and concurrency limits for every tenant, from each tenant's policy."""
 
-    def __init__(self, clock: object = time.monotonic) -> None:
-        assert callable(clock)
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, TokenBucket] = {}
@@ -48,7 +47,9 @@ class Limiter:
     def _bucket(self, tenant: str, policy: TenantPolicy, now: float) -> TokenBucket:
         bucket = self._buckets.get(tenant)
         if bucket is None:
-            bucket = self._buckets[tenant] = TokenBucket(policy.rate_per_s, policy.burst, float(policy.burst), now)
+            bucket = self._buckets[tenant] = TokenBucket(
+                policy.rate_per_s, policy.burst, float(policy.burst), now
+            )
         elif bucket.rate != policy.rate_per_s or bucket.burst != policy.burst:  # policy changed on reload
             bucket.rate, bucket.burst = policy.rate_per_s, policy.burst
         return bucket
@@ -57,7 +58,7 @@ class Limiter:
     def admit(self, tenant: str, policy: TenantPolicy) -> Iterator[None]:
         """Hold one of the tenant's concurrency slots for the block; refuse when over a limit."""
         with self._lock:
-            now = float(self._clock())  # type: ignore[operator]
+            now = float(self._clock())
             if self._inflight.get(tenant, 0) >= policy.max_concurrent:
                 raise GatewayError(
                     Code.RESOURCE_EXHAUSTED,

@@ -187,7 +187,9 @@ class VoiceResolver:
             if cached is not None:
                 self.stats.stale += 1
                 self._on_lookup("stale")
-                log.warning("registry unreachable (%s); serving cached %s -> %d", exc, key, cached.value.version)
+                log.warning(
+                    "registry unreachable (%s); serving cached %s -> %d", exc, key, cached.value.version
+                )
                 return cached.value
             raise RegistryUnavailable(f"the voice registry is unreachable: {type(exc).__name__}") from exc
         with self._lock:

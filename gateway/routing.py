@@ -23,7 +23,7 @@ import math
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from gateway.errors import Code, GatewayError
@@ -156,7 +156,9 @@ class TritonPool:
         await self.refresh_addresses()
         await self.check_health()
         self._tasks = [
-            asyncio.create_task(self._loop(self.refresh_addresses, self.resolve_interval_s), name="triton-dns"),
+            asyncio.create_task(
+                self._loop(self.refresh_addresses, self.resolve_interval_s), name="triton-dns"
+            ),
             asyncio.create_task(self._loop(self.check_health, self.health_interval_s), name="triton-health"),
         ]
 
@@ -164,10 +166,8 @@ class TritonPool:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         self._tasks = []
         for member in list(self._members.values()):
             await member.endpoint.close()

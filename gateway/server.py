@@ -63,7 +63,13 @@ class GatewayServer:
             if self._tasks[0].done():
                 self._tasks[0].result()
             await asyncio.sleep(0.02)
-        log.info("gateway listening: HTTP %s:%d, gRPC %s:%d", self.settings.host, self.http_port, self.settings.host, self.grpc_port)
+        log.info(
+            "gateway listening: HTTP %s:%d, gRPC %s:%d",
+            self.settings.host,
+            self.http_port,
+            self.settings.host,
+            self.grpc_port,
+        )
 
     async def _track_health(self) -> None:
         serving: bool | None = None
@@ -106,7 +112,10 @@ async def serve(settings: GatewaySettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    print(f"tritone gateway: HTTP on {settings.host}:{server.http_port}, gRPC on {settings.host}:{server.grpc_port}", flush=True)
+    print(
+        f"tritone gateway: HTTP on {settings.host}:{server.http_port}, gRPC on {settings.host}:{server.grpc_port}",
+        flush=True,
+    )
     await stop.wait()
     log.info("shutting down: draining in-flight requests (up to %.0f s)", settings.shutdown_grace_s)
     await server.stop()

@@ -226,11 +226,22 @@ class Gateway:
             except InvalidName as exc:
                 raise invalid(str(exc)) from None
             if tenant not in allowed:
-                raise GatewayError(Code.PERMISSION_DENIED, f"tenant {principal.tenant!r} may not list tenant {tenant!r}'s voices")
+                raise GatewayError(
+                    Code.PERMISSION_DENIED,
+                    f"tenant {principal.tenant!r} may not list tenant {tenant!r}'s voices",
+                )
             allowed = (tenant,)
         if not self.resolver.warm:
-            raise GatewayError(Code.UNAVAILABLE, "the voice registry has not been reached yet; retry shortly", retry_after=self.settings.retry_after_s)
-        return [(e, e.voice.tenant in self.public_tenants) for e in self.resolver.catalog() if e.voice.tenant in allowed]
+            raise GatewayError(
+                Code.UNAVAILABLE,
+                "the voice registry has not been reached yet; retry shortly",
+                retry_after=self.settings.retry_after_s,
+            )
+        return [
+            (e, e.voice.tenant in self.public_tenants)
+            for e in self.resolver.catalog()
+            if e.voice.tenant in allowed
+        ]
 
     def _voice_ref(self, principal: Principal, text: str) -> tuple[VoiceRef, bool]:
         if len(text) > 200:
@@ -242,7 +253,8 @@ class Gateway:
         explicit = "." in re.split(r"[@/]", text, maxsplit=1)[0]
         if ref.voice.tenant not in self.visible_tenants(principal):
             raise GatewayError(
-                Code.PERMISSION_DENIED, f"voice {ref.voice} belongs to another tenant; tenant {principal.tenant!r} may not use it"
+                Code.PERMISSION_DENIED,
+                f"voice {ref.voice} belongs to another tenant; tenant {principal.tenant!r} may not use it",
             )
         return ref, explicit
 
@@ -267,8 +279,14 @@ class Gateway:
             except InvalidName as exc:
                 raise invalid(str(exc)) from None
             except RegistryUnavailable as exc:
-                raise GatewayError(Code.UNAVAILABLE, f"{exc}; retry shortly", retry_after=self.settings.retry_after_s) from None
-        message = str(last) if explicit or len(candidates) == 1 else f"no voice {ref.voice.name!r} for tenant {principal.tenant!r} or the public tenants"
+                raise GatewayError(
+                    Code.UNAVAILABLE, f"{exc}; retry shortly", retry_after=self.settings.retry_after_s
+                ) from None
+        message = (
+            str(last)
+            if explicit or len(candidates) == 1
+            else f"no voice {ref.voice.name!r} for tenant {principal.tenant!r} or the public tenants"
+        )
         raise GatewayError(Code.NOT_FOUND, message)
 
     # -- validation -------------------------------------------------------------------------------
@@ -283,7 +301,9 @@ class Gateway:
         except TextError as exc:
             raise invalid(str(exc)) from None
         params = _validate_params(req.params)
-        prepared = Prepared(text=req.text, lang=lang, voice=None, explicit_tenant=False, params=params, stream=req.stream)
+        prepared = Prepared(
+            text=req.text, lang=lang, voice=None, explicit_tenant=False, params=params, stream=req.stream
+        )
         del text  # the model normalises again; only the check mattered
         if req.reference is not None:
             if req.voice:
@@ -353,14 +373,20 @@ class Gateway:
             raise self._unavailable("the gateway is shutting down; retry on another replica")
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        budget = self.settings.request_timeout_s if timeout is None else min(timeout, self.settings.request_timeout_s)
+        budget = (
+            self.settings.request_timeout_s
+            if timeout is None
+            else min(timeout, self.settings.request_timeout_s)
+        )
         deadline = t0 + budget
         with self.limiter.admit(principal.tenant, principal.policy):
             self.inflight += 1
             self.metrics.inflight.set(self.inflight)
             try:
                 if job.voice is not None:
-                    resolved = await asyncio.to_thread(self._resolve, principal, job.voice, job.explicit_tenant)
+                    resolved = await asyncio.to_thread(
+                        self._resolve, principal, job.voice, job.explicit_tenant
+                    )
                     voice_name, version = str(resolved.voice), resolved.version
                 else:
                     voice_name, version = "", 0
@@ -377,7 +403,9 @@ class Gateway:
                     ref_lang=job.ref_lang,
                 )
                 payload = Payload.create(principal.tenant, voice_name, request_id)
-                async for event in self._run(request, payload, principal, voice_name or request_id, deadline, api, t0):
+                async for event in self._run(
+                    request, payload, principal, voice_name or request_id, deadline, api, t0
+                ):
                     yield event
             finally:
                 self.inflight -= 1
@@ -407,16 +435,28 @@ class Gateway:
                 raise self._unavailable(exc.message) from None
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise GatewayError(Code.DEADLINE_EXCEEDED, "the request's deadline passed before synthesis started")
+                raise GatewayError(
+                    Code.DEADLINE_EXCEEDED, "the request's deadline passed before synthesis started"
+                )
             try:
                 with self.pool.lease(endpoint):
                     async for chunk in endpoint.stream(request, remaining):
                         if embedder is None:
                             if chunk.sample_rate <= 0:
-                                raise GatewayError(Code.INTERNAL, "the inference server returned no sample rate")
+                                raise GatewayError(
+                                    Code.INTERNAL, "the inference server returned no sample rate"
+                                )
                             embedder = Embedder(payload, chunk.sample_rate, self.settings.watermark_key)
-                            self.metrics.ttfa.labels(api, str(request.params.get("stream", False)).lower()).observe(loop.time() - t0)
-                            start = StreamStart(request.request_id, chunk.sample_rate, chunk.seed, request.voice, request.voice_version)
+                            self.metrics.ttfa.labels(
+                                api, str(request.params.get("stream", False)).lower()
+                            ).observe(loop.time() - t0)
+                            start = StreamStart(
+                                request.request_id,
+                                chunk.sample_rate,
+                                chunk.seed,
+                                request.voice,
+                                request.voice_version,
+                            )
                             head = np.zeros(0, np.float32)
                             if principal.policy.disclosure:
                                 head = self._mark(embedder, disclosure_audio(chunk.sample_rate))

@@ -81,7 +81,16 @@ class TritonChunk:
     final: bool
 
 
-_MODEL_INPUT_HINTS = ("invalid", "must ", "unsupported", "too long", "too short", "empty", "silent", "cannot be spoken")
+_MODEL_INPUT_HINTS = (
+    "invalid",
+    "must ",
+    "unsupported",
+    "too long",
+    "too short",
+    "empty",
+    "silent",
+    "cannot be spoken",
+)
 _NOT_FOUND_HINTS = ("not found", "no such voice", "unknown voice", "revoked")
 
 
@@ -97,7 +106,9 @@ def map_model_error(message: str) -> GatewayError:
     if low.startswith("invalid request:"):
         return GatewayError(Code.INVALID_ARGUMENT, text)
     if "unknown model" in low or "is not ready" in low or "not loaded" in low or "unavailable" in low:
-        return GatewayError(Code.UNAVAILABLE, "the inference server is not ready or overloaded; retry shortly")
+        return GatewayError(
+            Code.UNAVAILABLE, "the inference server is not ready or overloaded; retry shortly"
+        )
     if "cancelled" in low:
         return GatewayError(Code.CANCELLED, "the request was cancelled")
     if any(h in low for h in _NOT_FOUND_HINTS):
@@ -110,10 +121,17 @@ def map_model_error(message: str) -> GatewayError:
 def map_rpc_error(exc: grpc.aio.AioRpcError) -> GatewayError:
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return GatewayError(Code.DEADLINE_EXCEEDED, "the request's deadline passed before the audio was complete")
+        return GatewayError(
+            Code.DEADLINE_EXCEEDED, "the request's deadline passed before the audio was complete"
+        )
     if code == grpc.StatusCode.CANCELLED:
         return GatewayError(Code.CANCELLED, "the request was cancelled")
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED):
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.ABORTED,
+    ):
         return GatewayError(Code.UNAVAILABLE, "the inference server is unavailable; retry shortly")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return map_model_error(exc.details() or "invalid request")
@@ -148,7 +166,9 @@ class TritonEndpoint:
             server = await self.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout)
             if not server.ready:
                 raise RuntimeError("server not ready")
-            model = await self.stub.ModelReady(service_pb2.ModelReadyRequest(name=self.model), timeout=timeout)
+            model = await self.stub.ModelReady(
+                service_pb2.ModelReadyRequest(name=self.model), timeout=timeout
+            )
             if not model.ready:
                 raise RuntimeError(f"model {self.model!r} not ready")
             return True
@@ -188,7 +208,9 @@ class TritonEndpoint:
                 yield TritonChunk(audio, sample_rate, seed, final)
                 if final:
                     return
-            raise GatewayError(Code.UNAVAILABLE, "the inference server closed the stream early; retry shortly")
+            raise GatewayError(
+                Code.UNAVAILABLE, "the inference server closed the stream early; retry shortly"
+            )
         except grpc.aio.AioRpcError as exc:
             raise map_rpc_error(exc) from None
         finally:

@@ -135,7 +135,9 @@ def _layout(key: str) -> tuple[np.ndarray, np.ndarray]:
 def _block_len(sr: int) -> int:
     n = sr * BLOCK_S
     if abs(n - round(n)) > 1e-9 or round(n) < 2 * HIGH_BIN + 2:
-        raise ValueError(f"watermarking needs a sample rate that is a multiple of 125 Hz and >= 16 kHz, got {sr}")
+        raise ValueError(
+            f"watermarking needs a sample rate that is a multiple of 125 Hz and >= 16 kHz, got {sr}"
+        )
     return round(n)
 
 

@@ -8,17 +8,14 @@ Everything is session-scoped and built lazily (only tests that ask for a fixture
   register synthetic LoRA voices (`add_voice`), promoted to production;
 - `triton_server`: the real `tritonserver` with `model_repository/` serving `tts` over that base
   and registry (bank of `TRITON_TEST_BANK_SLOTS` voices, change feed every second);
-- `tts_client`: a gRPC streaming client of the `tts` model (`TTSClient.run` sends requests
-  concurrently on one stream and collects every response with its arrival time).
+- `tts_client`: a gRPC streaming client of the `tts` model (`tritone.serving.client.TTSClient`:
+  `run` sends requests concurrently and collects every response with its arrival time).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,10 @@ import torch
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tritone.serving.client import Reply, TTSClient, tts_inputs  # re-exported for the tests
+
+__all__ = ["Reply", "TTSClient", "tts_inputs"]
 
 SR = 32_000
 TRITON_TEST_BANK_SLOTS = 8
@@ -192,126 +193,6 @@ def triton_server(serving_home: Path, tiny_base: TinyBase, voice_registry: Voice
     server = TritonServer(env=env, log_file=serving_home / "triton-test.log", startup_timeout_s=240)
     with server:
         yield server
-
-
-@dataclass
-class Reply:
-    """Everything one request got back."""
-
-    chunks: list[np.ndarray] = field(default_factory=list)
-    sent: float = 0.0  # when the request was sent (time.monotonic)
-    times: list[float] = field(default_factory=list)  # arrival time of each response
-    seed: int | None = None
-    sample_rate: int | None = None
-    error: str | None = None
-    info: dict[str, Any] | None = None
-    final: bool = False
-
-    @property
-    def audio(self) -> np.ndarray:
-        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
-
-
-def tts_inputs(
-    text: str = "",
-    lang: str = "en",
-    voice: str = "",
-    version: int | None = None,
-    params: dict[str, Any] | str | None = None,
-    ref_audio: np.ndarray | None = None,
-    ref_sample_rate: int = SR,
-    ref_text: str = "",
-    ref_lang: str = "en",
-    control: str | None = None,
-) -> list[Any]:
-    """The tts model's inputs for one request."""
-    import tritonclient.grpc as grpcclient
-
-    def string(name: str, value: str) -> Any:
-        item = grpcclient.InferInput(name, [1], "BYTES")
-        item.set_data_from_numpy(np.array([value.encode()], dtype=np.object_))
-        return item
-
-    def array(name: str, value: np.ndarray, dtype: str) -> Any:
-        item = grpcclient.InferInput(name, list(value.shape), dtype)
-        item.set_data_from_numpy(value)
-        return item
-
-    inputs = [string("text", text), string("lang", lang), string("voice", voice)]
-    if version is not None:
-        inputs.append(array("voice_version", np.array([version], np.int64), "INT64"))
-    if params is not None:
-        inputs.append(string("params", params if isinstance(params, str) else json.dumps(params)))
-    if ref_audio is not None:
-        inputs.append(array("ref_audio", ref_audio.astype(np.float32), "FP32"))
-        inputs.append(array("ref_sample_rate", np.array([ref_sample_rate], np.int32), "INT32"))
-        inputs.append(string("ref_text", ref_text))
-        inputs.append(string("ref_lang", ref_lang))
-    if control is not None:
-        inputs.append(string("control", control))
-    return inputs
-
-
-class TTSClient:
-    """A gRPC streaming client of the decoupled tts model."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def run(self, requests: dict[str, list[Any]], timeout: float = 180.0) -> dict[str, Reply]:
-        """Send every request (id -> inputs) at once, each on its own stream (so an error, which
-        a stream reports without the request id, is attributed); wait for every final response."""
-        import tritonclient.grpc as grpcclient
-
-        events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
-        replies = {rid: Reply() for rid in requests}
-        clients = []
-        try:
-            for rid, inputs in requests.items():
-                client = grpcclient.InferenceServerClient(self.url)
-                clients.append(client)
-                client.start_stream(callback=lambda result, error, rid=rid: events.put((rid, result, error)))
-                replies[rid].sent = time.monotonic()
-                client.async_stream_infer("tts", inputs, request_id=rid, enable_empty_final_response=True)
-            deadline = time.monotonic() + timeout
-            while not all(r.final for r in replies.values()):
-                rid, result, error = events.get(timeout=max(0.1, deadline - time.monotonic()))
-                self._record(replies[rid], result, error)
-        finally:
-            for client in clients:
-                client.stop_stream()
-                client.close()
-        return replies
-
-    @staticmethod
-    def _record(reply: Reply, result: Any, error: Any) -> None:
-        if error is not None:
-            reply.error = error.message() if hasattr(error, "message") else str(error)
-            reply.final = True
-            return
-        response = result.get_response()
-        reply.final = bool(response.parameters["triton_final_response"].bool_param)
-        audio = result.as_numpy("audio")
-        if audio is not None:
-            reply.chunks.append(np.asarray(audio, np.float32).reshape(-1))
-            reply.times.append(time.monotonic())
-            reply.seed = int(result.as_numpy("seed").reshape(-1)[0])
-            reply.sample_rate = int(result.as_numpy("sample_rate").reshape(-1)[0])
-        info = result.as_numpy("info")
-        if info is not None:
-            reply.info = json.loads(info.reshape(-1)[0])
-
-    def one(self, inputs: list[Any], timeout: float = 180.0) -> Reply:
-        return self.run({"r": inputs}, timeout)["r"]
-
-    def control(self, action: str, voice: str = "") -> dict[str, Any]:
-        reply = self.one(tts_inputs(voice=voice, control=action))
-        assert reply.error is None, reply.error
-        assert reply.info is not None
-        return reply.info
-
-    def stats(self) -> dict[str, Any]:
-        return self.control("stats")
 
 
 @pytest.fixture(scope="session")

@@ -379,7 +379,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str]] = [
 def test_bad_input_http(stack: Stack, case: str, body: dict[str, Any], status: int, message: str) -> None:
     r = stack.http("acme").post("/v1/tts", json=body)
     assert r.status_code == status, (case, r.text)
-    code, text = _error(r)
+    _code, text = _error(r)
     assert message in text, (case, text)
     assert r.json()["error"]["request_id"] or status == 422
 
@@ -632,7 +632,7 @@ def test_health_readiness_metrics_reflection_and_openapi(stack: Stack) -> None:
     assert "/v1/tts" in spec["paths"] and "/v1/voices" in spec["paths"]
     assert spec["components"]["schemas"]["TTSRequestModel"]["examples"][0]["voice"] == "demo"
     page = c.get("/")
-    assert page.status_code == 200 and "<audio" in page.text or "AudioContext" in page.text
+    assert (page.status_code == 200 and "<audio" in page.text) or "AudioContext" in page.text
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

@@ -35,7 +35,12 @@ def test_keys_are_hashed_at_rest_and_authenticate(tmp_path: Path) -> None:
     caller = store.authenticate(f"Bearer {key}")
     assert caller.tenant == "acme" and caller.key_id == record.id
     assert caller.policy == TenantPolicy(zero_shot=True, rate_per_s=3.0)
-    for header, message in [(None, "missing API key"), ("Basic abc", "malformed"), ("Bearer ", "malformed"), ("Bearer tt_x_y", "invalid API key")]:
+    for header, message in [
+        (None, "missing API key"),
+        ("Basic abc", "malformed"),
+        ("Bearer ", "malformed"),
+        ("Bearer tt_x_y", "invalid API key"),
+    ]:
         with pytest.raises(GatewayError) as err:
             store.authenticate(header)
         assert err.value.code is Code.UNAUTHENTICATED and message in err.value.message
@@ -148,7 +153,11 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRITONE_HTTP_PORT", "9090")
     monkeypatch.setenv("TRITONE_PUBLIC_TENANTS", "public,shared")
     s = GatewaySettings.from_env()
-    assert s.triton_urls == ["a:8001", "b:8001"] and s.http_port == 9090 and s.public_tenants == ["public", "shared"]
+    assert (
+        s.triton_urls == ["a:8001", "b:8001"]
+        and s.http_port == 9090
+        and s.public_tenants == ["public", "shared"]
+    )
     assert s.feed_interval_s <= 5
     monkeypatch.setenv("TRITONE_LOG_LEVEL", "loud")
     with pytest.raises(ValueError):

@@ -23,7 +23,9 @@ from gateway.testing.stack import TTS_CONFIG, make_keys
 from gateway.testing.triton import TritonProcess
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="chromium + chromium-driver (apt) not installed")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None, reason="chromium + chromium-driver (apt) not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +36,23 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         uri = f"sqlite:///{root / 'mlflow.db'}"
         registry = AdapterRegistry(uri, store=AdapterStore(root / "store"))
         pin = registry.register_base(save_standin(make_standin(0), root / "base"))
-        info = registry.register(make_adapter(root / "demo", make_standin(0), pin, voice="demo", tenant="public"), consent=demo_consent())
+        info = registry.register(
+            make_adapter(root / "demo", make_standin(0), pin, voice="demo", tenant="public"),
+            consent=demo_consent(),
+        )
         registry.promote("public.demo", version=info.version)
         keys = make_keys(root / "api-keys", {"web": ("web", {})})
-        triton = TritonProcess(write_repository(root / "repo", TTS_CONFIG), log_file=root / "triton.log").start()
+        triton = TritonProcess(
+            write_repository(root / "repo", TTS_CONFIG), log_file=root / "triton.log"
+        ).start()
         settings = GatewaySettings.from_env(
-            triton_urls=[triton.grpc_url], mlflow_uri=uri, api_keys_file=keys.path, host="127.0.0.1", http_port=0, grpc_port=0, log_level="warning"
+            triton_urls=[triton.grpc_url],
+            mlflow_uri=uri,
+            api_keys_file=keys.path,
+            host="127.0.0.1",
+            http_port=0,
+            grpc_port=0,
+            log_level="warning",
         )
         gw = ThreadedGateway(settings).start()
         try:
@@ -81,13 +94,15 @@ def test_pick_a_voice_type_and_listen(site: dict[str, Any], tmp_path: Path) -> N
         text.clear()
         text.send_keys("Hello from the browser. This streams while it is generated.")
         driver.find_element(By.ID, "speak").click()
-        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith(("done", "failed")))
+        WebDriverWait(driver, 60).until(
+            lambda d: d.find_element(By.ID, "status").text.startswith(("done", "failed"))
+        )
         status = driver.find_element(By.ID, "status").text
         assert status.startswith("done"), status
         assert "first audio after" in status
         player = driver.find_element(By.ID, "player")
         assert int(player.get_attribute("data-samples") or 0) > 32_000
-        assert player.get_attribute("src").startswith("blob:")
+        assert (player.get_attribute("src") or "").startswith("blob:")
         driver.save_screenshot(str(tmp_path / "page.png"))
         # an error shows up in the page
         text.clear()

@@ -354,6 +354,27 @@ def test_decode_reads_cache_rows_by_index(runtime: Runtime, references: dict[int
         assert np.abs(logits[i] - want[0].numpy()).max() < 1e-4, f"row {b}"
 
 
+def test_slot_changes_show_through_without_rebinding(
+    runtime: Runtime, adapters: dict[int, dict[str, LoRAWeights]], model: BaseModel
+) -> None:
+    """Clearing a slot makes its rows the base voice; loading it again brings the voice back
+    (for ONNX Runtime: through the OrtValues bound when the sessions were made)."""
+    g = torch.Generator().manual_seed(8)
+    cfg = model.config
+    z = torch.randn(2, cfg.sovits.inter_channels, 6, generator=g).numpy()
+    ge = torch.randn(2, cfg.vocoder.gin_channels, 1, generator=g).numpy()
+    same = runtime.vocoder(np.stack([z[0], z[0]]), np.stack([ge[0], ge[0]]), np.array([0, 1]))
+    assert np.abs(same[0] - same[1]).max() > 1e-3  # slot 1 is another voice
+    try:
+        runtime.clear_slot(1)
+        cleared = runtime.vocoder(np.stack([z[0], z[0]]), np.stack([ge[0], ge[0]]), np.array([0, 1]))
+        assert np.abs(cleared[0] - cleared[1]).max() < 1e-6
+    finally:
+        runtime.load_slot(1, adapters[1])
+    again = runtime.vocoder(np.stack([z[0], z[0]]), np.stack([ge[0], ge[0]]), np.array([0, 1]))
+    assert np.abs(again - same).max() < 1e-6
+
+
 # --------------------------------------------------------------------------------------------
 # Refusals and slot management
 # --------------------------------------------------------------------------------------------

@@ -462,3 +462,63 @@ def test_submit_refuses_when_queue_full(
         assert any(s.error is None for s in sinks)
     finally:
         svc.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# settings and runtime selection
+
+
+def test_settings_precedence_and_errors() -> None:
+    from tritone.serving.service import ServeSettings
+
+    s = ServeSettings.from_sources({"bank_slots": "4", "max_rows": "8"}, env={"TRITONE_BANK_SLOTS": "6"})
+    assert s.bank_slots == 6 and s.max_rows == 8 and s.target == "cpu" and s.feed_interval_s == 5.0
+    with pytest.raises(ValueError, match=r"\$TRITONE_MAX_ROWS must be int"):
+        ServeSettings.from_sources({}, env={"TRITONE_MAX_ROWS": "lots"})
+    with pytest.raises(ValueError, match="target must be cpu or gpu"):
+        ServeSettings.from_sources({"target": "tpu"}, env={})
+    with pytest.raises(ValueError, match="runtime must be"):
+        ServeSettings.from_sources({}, env={"TRITONE_RUNTIME": "tensorflow"})
+
+
+def test_runtime_selection(tiny_base: TinyBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tritone.serving.runtime_onnx as runtime_onnx
+    from tritone.serving.runtime_manifest import FORMAT, MANIFEST_FILE, config_to_dict
+    from tritone.serving.runtime_torch import TorchRuntime
+    from tritone.serving.service import ServeSettings, open_runtime
+
+    opened: list[Path] = []
+
+    class FakeOnnx:
+        def __init__(self, directory: Path, intra_op_threads: int = 0) -> None:
+            opened.append(Path(directory))
+
+    monkeypatch.setattr(runtime_onnx, "OnnxRuntime", FakeOnnx)
+    version_dir = tmp_path / "1"
+    version_dir.mkdir()
+    base = str(tiny_base.path)
+    # no build: PyTorch over the base bundle
+    assert isinstance(open_runtime(ServeSettings(base_model=base, bank_slots=2), version_dir), TorchRuntime)
+    with pytest.raises(FileNotFoundError, match="no build"):
+        open_runtime(ServeSettings(runtime="onnx"), version_dir)
+    with pytest.raises(FileNotFoundError, match="no base model"):
+        open_runtime(ServeSettings(), version_dir)
+    manifest = {
+        "format": FORMAT,
+        "base": {
+            "weights_sha256": tiny_base.model.weights_sha256,
+            "config": config_to_dict(tiny_base.model.config),
+        },
+    }
+    (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+    # a build of the same base: its graphs (cpu); a gpu target or runtime=torch: PyTorch
+    assert isinstance(open_runtime(ServeSettings(), version_dir), FakeOnnx)
+    assert isinstance(open_runtime(ServeSettings(base_model=base), version_dir), FakeOnnx)
+    assert opened == [version_dir, version_dir]
+    torch_rt = open_runtime(ServeSettings(base_model=base, runtime="torch", bank_slots=2), version_dir)
+    assert isinstance(torch_rt, TorchRuntime)
+    # a build of another base than the one named: the named base, with PyTorch
+    manifest["base"]["weights_sha256"] = "0" * 64  # type: ignore[index]
+    (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert isinstance(open_runtime(ServeSettings(base_model=base, bank_slots=2), version_dir), TorchRuntime)
+    assert len(opened) == 2

@@ -45,7 +45,9 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
 
 
 def _payload(rng: np.random.Generator) -> Payload:
-    return Payload.create(f"tenant{rng.integers(100)}", f"t.voice{rng.integers(1000)}", f"{int(rng.integers(1 << 47)):012x}")
+    return Payload.create(
+        f"tenant{rng.integers(100)}", f"t.voice{rng.integers(1000)}", f"{int(rng.integers(1 << 47)):012x}"
+    )
 
 
 def _pcm16(x: np.ndarray) -> np.ndarray:
@@ -80,7 +82,7 @@ def test_false_positives_on_clean_speech(speech: list[np.ndarray]) -> None:
             false += int(detect(_pcm16(audio), sr).found)
     # and noise, silence, tones
     rng = np.random.default_rng(1)
-    for i in range(20):
+    for _i in range(20):
         trials += 1
         noise = (0.1 * rng.standard_normal(32_000 * 2)).astype(np.float32)
         false += int(detect(noise, 32_000).found)

@@ -228,15 +228,25 @@ def add_train_commands(subparsers: Any) -> None:
     base.add_argument("--preset", default="demo", help="model size: tiny, demo or v2 (default demo)")
     base.add_argument("--stage", default="all", help="one stage, or all (default)")
     base.add_argument("--seed", type=int, default=1234)
-    base.add_argument("--init", type=Path, default=None, help="base bundle to fine-tune from (e.g. an upstream import)")
-    base.add_argument("--init-s1", type=Path, default=None, help="upstream s1 .ckpt to fine-tune from (with --init-s2)")
-    base.add_argument("--init-s2", type=Path, default=None, help="upstream s2 .pth to fine-tune from (with --init-s1)")
-    base.add_argument("--hubert-dir", type=Path, default=None, help="HuBERT directory for --init-s1/--init-s2")
+    base.add_argument(
+        "--init", type=Path, default=None, help="base bundle to fine-tune from (e.g. an upstream import)"
+    )
+    base.add_argument(
+        "--init-s1", type=Path, default=None, help="upstream s1 .ckpt to fine-tune from (with --init-s2)"
+    )
+    base.add_argument(
+        "--init-s2", type=Path, default=None, help="upstream s2 .pth to fine-tune from (with --init-s1)"
+    )
+    base.add_argument(
+        "--hubert-dir", type=Path, default=None, help="HuBERT directory for --init-s1/--init-s2"
+    )
     base.add_argument("--bert-dir", default=None, help="Chinese BERT directory (zh BERT features)")
     base.add_argument("--ssl-steps", type=int, default=None)
     base.add_argument("--gpt-steps", type=int, default=None)
     base.add_argument("--sovits-steps", type=int, default=None)
-    base.add_argument("--gan-start", type=int, default=None, help="SoVITS steps before the discriminators join")
+    base.add_argument(
+        "--gan-start", type=int, default=None, help="SoVITS steps before the discriminators join"
+    )
     base.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     base.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the registry's)")
     base.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -253,25 +263,40 @@ def add_train_commands(subparsers: Any) -> None:
     )
     adapter.add_argument("--voice", required=True, help="voice name")
     adapter.add_argument("--tenant", default="default", help="tenant (default: default)")
-    adapter.add_argument("--audio", required=True, type=Path, help="folder of clips + transcripts, or a .list")
+    adapter.add_argument(
+        "--audio", required=True, type=Path, help="folder of clips + transcripts, or a .list"
+    )
     adapter.add_argument("--consent", required=True, type=Path, help="consent record (JSON)")
     adapter.add_argument("--base", type=Path, default=None, help="base bundle (default: demo/base)")
-    adapter.add_argument("--out", type=Path, default=None, help="adapter directory (default: $TRITONE_HOME/adapters/<tenant>.<voice>)")
+    adapter.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="adapter directory (default: $TRITONE_HOME/adapters/<tenant>.<voice>)",
+    )
     adapter.add_argument("--speaker", default=None, help="speaker to take from a multi-speaker .list")
     adapter.add_argument("--lang", default=None, help="language of a folder's transcripts")
-    adapter.add_argument("--ref", type=Path, default=None, help="reference clip for the voice prompt (3-10 s)")
+    adapter.add_argument(
+        "--ref", type=Path, default=None, help="reference clip for the voice prompt (3-10 s)"
+    )
     adapter.add_argument("--ref-text", default=None, help="transcript of --ref")
-    adapter.add_argument("--eval-list", type=Path, default=None, help="held-out sentences of the speaker (.list)")
+    adapter.add_argument(
+        "--eval-list", type=Path, default=None, help="held-out sentences of the speaker (.list)"
+    )
     adapter.add_argument("--eval-sentences", type=int, default=None, help="evaluate on at most N sentences")
     adapter.add_argument("--steps", type=int, default=None)
     adapter.add_argument("--rank", type=int, default=None)
     adapter.add_argument("--alpha", type=float, default=None)
     adapter.add_argument("--lr", type=float, default=None)
     adapter.add_argument("--targets", default=None, help="comma-separated groups: gpt,ref,mrte,flow,vocoder")
-    adapter.add_argument("--max-minutes", type=float, default=None, help="use at most this much audio (default 5)")
+    adapter.add_argument(
+        "--max-minutes", type=float, default=None, help="use at most this much audio (default 5)"
+    )
     adapter.add_argument("--seed", type=int, default=1234)
     adapter.add_argument("--threads", type=int, default=None)
-    adapter.add_argument("--no-register", action="store_true", help="write the adapter but do not register it")
+    adapter.add_argument(
+        "--no-register", action="store_true", help="write the adapter but do not register it"
+    )
     adapter.add_argument("--tracking-uri", default=None)
     adapter.add_argument("--no-progress", action="store_true")
     adapter.set_defaults(func=_cmd_train_adapter)
@@ -281,9 +306,15 @@ def add_train_commands(subparsers: Any) -> None:
         help="reproduce the shipped demo: base model + demo voice(s) under demo/, with the quality report",
         description="Run the demo recipe (training/recipes/demo.py). See docs/TRAINING.md.",
     )
-    demo.add_argument("--corpus", type=Path, default=None, help="demo corpus folder (default: $TRITONE_HOME/demo)")
-    demo.add_argument("--run-dir", type=Path, default=None, help="work folder (default: $TRITONE_HOME/runs/demo)")
-    demo.add_argument("--out", type=Path, default=None, help="where the shipped artifacts go (default: <repo>/demo)")
+    demo.add_argument(
+        "--corpus", type=Path, default=None, help="demo corpus folder (default: $TRITONE_HOME/demo)"
+    )
+    demo.add_argument(
+        "--run-dir", type=Path, default=None, help="work folder (default: $TRITONE_HOME/runs/demo)"
+    )
+    demo.add_argument(
+        "--out", type=Path, default=None, help="where the shipped artifacts go (default: <repo>/demo)"
+    )
     demo.add_argument("--voices", default="festival_ked", help="held-out voices to make adapters for")
     demo.add_argument("--seed", type=int, default=1234)
     demo.add_argument("--stage", default="all", help="base, adapters, eval, ship or all")
@@ -328,7 +359,12 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = trainer.run(args.stage)
     if trainer.info.is_main:
-        print(json.dumps({"stage": args.stage, "result": result, "seconds": round(time.perf_counter() - start, 1)}, default=str))
+        print(
+            json.dumps(
+                {"stage": args.stage, "result": result, "seconds": round(time.perf_counter() - start, 1)},
+                default=str,
+            )
+        )
     from training import ddp
 
     ddp.cleanup(trainer.info)
@@ -422,11 +458,21 @@ def add_eval_command(subparsers: Any) -> None:
         ),
     )
     ev.add_argument("--base", type=Path, default=None, help="base bundle (default: demo/base)")
-    ev.add_argument("--adapter", type=Path, action="append", default=[], help="adapter directory (repeatable)")
-    ev.add_argument("--list", type=Path, required=True, help=".list of held-out sentences with real recordings")
-    ev.add_argument("--speaker", default=None, help="the speaker to evaluate (required for multi-speaker lists)")
-    ev.add_argument("--enrol-list", type=Path, required=True, help=".list with the speaker's enrolment clips (~60 s used)")
-    ev.add_argument("--ref", type=Path, default=None, help="zero-shot reference clip (default: picked from --enrol-list)")
+    ev.add_argument(
+        "--adapter", type=Path, action="append", default=[], help="adapter directory (repeatable)"
+    )
+    ev.add_argument(
+        "--list", type=Path, required=True, help=".list of held-out sentences with real recordings"
+    )
+    ev.add_argument(
+        "--speaker", default=None, help="the speaker to evaluate (required for multi-speaker lists)"
+    )
+    ev.add_argument(
+        "--enrol-list", type=Path, required=True, help=".list with the speaker's enrolment clips (~60 s used)"
+    )
+    ev.add_argument(
+        "--ref", type=Path, default=None, help="zero-shot reference clip (default: picked from --enrol-list)"
+    )
     ev.add_argument("--ref-text", default=None, help="transcript of --ref")
     ev.add_argument("--sentences", type=int, default=None, help="evaluate at most N sentences")
     ev.add_argument("--seed", type=int, default=1234)
@@ -464,7 +510,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         save_dir=args.save_audio,
         command="tritone " + " ".join(sys.argv[1:]),
     )
-    print(f"speaker {report.speaker}: {report.sentences} held-out sentences, enrolment {report.enrol_seconds:.0f} s")
+    print(
+        f"speaker {report.speaker}: {report.sentences} held-out sentences, enrolment {report.enrol_seconds:.0f} s"
+    )
     print(report.markdown())
     if args.json:
         report.write(args.json)

@@ -100,7 +100,9 @@ class SystemResult:
         }
 
 
-def enrolment_centroid(clips: Sequence[Utterance], seconds: float = ENROL_SECONDS) -> tuple[np.ndarray, float]:
+def enrolment_centroid(
+    clips: Sequence[Utterance], seconds: float = ENROL_SECONDS
+) -> tuple[np.ndarray, float]:
     """Centroid of the d-vectors of the first clips that add up to `seconds`; -> (centroid, seconds used)."""
     embs, used = [], 0.0
     for utt in clips:
@@ -114,7 +116,9 @@ def enrolment_centroid(clips: Sequence[Utterance], seconds: float = ENROL_SECOND
     return metrics.centroid(embs), used
 
 
-def score(audio: np.ndarray, sr: int, text: str, lang: str, centroid: np.ndarray) -> tuple[float, str | None, float | None]:
+def score(
+    audio: np.ndarray, sr: int, text: str, lang: str, centroid: np.ndarray
+) -> tuple[float, str | None, float | None]:
     """(similarity, hypothesis, utterance WER) of one clip; no ASR for non-English."""
     if audio.size < sr // 10:  # under 0.1 s: nothing to embed or recognise
         return 0.0, "" if lang == "en" else None, 1.0 if lang == "en" else None

@@ -68,7 +68,7 @@ class AdapterTrainConfig:
     steps: int = 300
     lr: float = 1e-3
     rank: int = 8
-    alpha: float = 16.0
+    alpha: int = 16
     targets: tuple[str, ...] = DEFAULT_TARGETS
     gpt_batch: int = 8
     s2_batch: int = 4
@@ -102,9 +102,8 @@ def target_modules(model: nn.Module, groups: Sequence[str]) -> list[str]:
     for name, module in model.named_modules():
         if not pattern.fullmatch(name):
             continue
-        if type(module) is nn.Linear:
-            names.append(name)
-        elif type(module) is nn.Conv1d and module.dilation == (1,) and module.groups == 1:
+        plain_conv = type(module) is nn.Conv1d and module.dilation == (1,) and module.groups == 1
+        if type(module) is nn.Linear or plain_conv:
             names.append(name)
     return names
 
@@ -122,7 +121,8 @@ def speaker_utterances(path: Path, speaker: str | None, lang: str | None) -> lis
 def limit_seconds(utts: Sequence[Utterance], seconds: float) -> list[Utterance]:
     import soundfile as sf
 
-    out, total = [], 0.0
+    out: list[Utterance] = []
+    total = 0.0
     for u in utts:
         d = sf.info(str(u.wav_path)).duration
         if total + d > seconds and out:
@@ -203,7 +203,7 @@ def extract_lora(model: nn.Module, names: Sequence[str], alpha: float) -> dict[s
     """peft's factors per wrapped module, in the adapter format's layout."""
     out = {}
     for name in names:
-        module = model.get_submodule(name)
+        module: Any = model.get_submodule(name)
         a = module.lora_A["default"].weight.detach().clone()
         b = module.lora_B["default"].weight.detach().clone()
         out[name] = LoRAWeights(a, b, alpha)
@@ -275,14 +275,23 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
 
     items, _ = prepare(train_utts, PrepConfig(), job.cache_dir, job.progress)
     encoded, _ = encode(
-        items, base.ssl, base.sovits.ssl_proj, base.sovits.quantizer, job.cache_dir, PrepConfig().digest(),
+        items,
+        base.ssl,
+        base.sovits.ssl_proj,
+        base.sovits.quantizer,
+        job.cache_dir,
+        PrepConfig().digest(),
         progress=job.progress,
     )
     examples = []
     for it in items:
         data, enc = it.load(), load_item(encoded[it.key])
         examples.append(
-            {"phones": data["phones"].long(), "codes": enc["codes"].long(), "wav": data["wav"].float() / 32767.0}
+            {
+                "phones": data["phones"].long(),
+                "codes": enc["codes"].long(),
+                "wav": data["wav"].float() / 32767.0,
+            }
         )
     train_seconds = sum(e["wav"].shape[0] for e in examples) / 32_000
 
@@ -354,7 +363,7 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
             bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items()})
             sums, seen = {}, 0
     bar.close()
-    lora = extract_lora(base, names, cfg.alpha)
+    lora = extract_lora(base, names, float(cfg.alpha))
     fit_seconds = time.time() - t_start
 
     # register the base (idempotent) to get its pin
@@ -373,20 +382,27 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
         "loss_first": history[0] if history else {},
         "loss_last": history[-1] if history else {},
     }
-    common = {
-        "voice": job.voice,
-        "tenant": job.tenant,
-        "base": pin,
-        "lora": lora,
-        "prompt": prompt,
-        "consent_id": consent.id,
-        "training_data_sha256": data_sha256(items),
-        "source": source,
-    }
+    training_sha = data_sha256(items)
+
+    def write(path: Path, metrics: dict[str, float]) -> Path:
+        return write_adapter(
+            path,
+            voice=job.voice,
+            tenant=job.tenant,
+            base=pin,
+            lora=lora,
+            prompt=prompt,
+            consent_id=consent.id,
+            training_data_sha256=training_sha,
+            metrics=metrics,
+            source=source,
+            overwrite=True,
+        )
+
     metrics: dict[str, float] = {}
     report: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory() as tmp:
-        draft = write_adapter(Path(tmp) / "draft", **common)
+        draft = write(Path(tmp) / "draft", {})
         if held:
             enrol = train_utts
             rep = evaluate.evaluate_speaker(
@@ -422,7 +438,7 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
             rpath = Path(tmp) / "eval.json"
             rpath.write_text(json.dumps(report, indent=2, ensure_ascii=False))
             tracker.log_artifact(rpath, "eval")
-    out = write_adapter(job.out, metrics=metrics, overwrite=True, **common)
+    out = write(job.out, metrics)
     tracker.log_artifacts(out, "adapter")
     version = None
     if job.register:

@@ -24,8 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from training import ddp
 from training.data import read_list
 from training.preprocess import PrepConfig, PrepItem, encode, prepare
@@ -35,6 +33,7 @@ from training.train_ssl import SSL_FINAL, SSLTrainConfig, load_ssl_stage, train_
 from tritone.models.base import BaseModel, BaseModelConfig
 from tritone.models.gpt import GPT
 from tritone.models.sovits import SoVITS
+from tritone.models.ssl import SSLEncoder
 from tritone.models.vocoder import Vocoder
 
 STAGES = ("prep", "ssl", "encode", "gpt", "sovits", "export", "register")
@@ -116,7 +115,8 @@ class BaseTrainer:
 
     def ssl_stage(self) -> dict[str, Any]:
         path = self.run_dir / "ssl" / SSL_FINAL
-        if self.init_model is not None and not path.is_file():
+        # decided on rank 0 alone: the others must not see the file appear half-way through
+        if self.init_model is not None and not ddp.broadcast_object(path.is_file(), self.info):
             if self.info.is_main:
                 from training.common import save_checkpoint
 
@@ -130,12 +130,20 @@ class BaseTrainer:
                     },
                 )
             ddp.barrier(self.info)
-        if not path.is_file():
+        if not ddp.broadcast_object(path.is_file(), self.info):
             tr, ev = self.items()
-            train_ssl(self.config, tr, ev, self.run_dir / "ssl", self.recipe.ssl, self.recipe.tracking_uri, self.recipe.progress)
+            train_ssl(
+                self.config,
+                tr,
+                ev,
+                self.run_dir / "ssl",
+                self.recipe.ssl,
+                self.recipe.tracking_uri,
+                self.recipe.progress,
+            )
         return load_ssl_stage(path)
 
-    def content_modules(self) -> tuple[torch.nn.Module, SoVITS]:
+    def content_modules(self) -> tuple[SSLEncoder, SoVITS]:
         """The trained SSL encoder and a SoVITS holding the trained ssl_proj + codebook."""
         st = self.ssl_stage()
         ssl = self.config.ssl.build()
@@ -168,19 +176,27 @@ class BaseTrainer:
 
     def gpt_stage(self) -> Path:
         path = self.run_dir / "gpt" / GPT_FINAL
-        if path.is_file():
+        if ddp.broadcast_object(path.is_file(), self.info):
             return path
         tr, ev = self.items()
         enc = self.encoded()
         init = self.init_model.gpt.state_dict() if self.init_model is not None else None
         return train_gpt(
-            self.config.gpt, tr, enc, ev, enc, self.run_dir / "gpt", self.recipe.gpt, init,
-            self.recipe.tracking_uri, self.recipe.progress,
+            self.config.gpt,
+            tr,
+            enc,
+            ev,
+            enc,
+            self.run_dir / "gpt",
+            self.recipe.gpt,
+            init,
+            self.recipe.tracking_uri,
+            self.recipe.progress,
         )
 
     def sovits_stage(self) -> Path:
         path = self.run_dir / "sovits" / S2_FINAL
-        if path.is_file():
+        if ddp.broadcast_object(path.is_file(), self.info):
             return path
         tr, ev = self.items()
         enc = self.encoded()
@@ -189,9 +205,19 @@ class BaseTrainer:
             init_s2 = self.init_model.sovits.state_dict()
             init_voc = self.init_model.vocoder.state_dict()
         return train_sovits(
-            self.config.sovits, self.config.vocoder, self.ssl_stage(), tr, enc, ev, enc,
-            self.run_dir / "sovits", self.recipe.sovits, init_s2, init_voc,
-            self.recipe.tracking_uri, self.recipe.progress,
+            self.config.sovits,
+            self.config.vocoder,
+            self.ssl_stage(),
+            tr,
+            enc,
+            ev,
+            enc,
+            self.run_dir / "sovits",
+            self.recipe.sovits,
+            init_s2,
+            init_voc,
+            self.recipe.tracking_uri,
+            self.recipe.progress,
         )
 
     def assemble(self) -> BaseModel:
@@ -213,7 +239,7 @@ class BaseTrainer:
 
     def export(self) -> Path:
         out = self.run_dir / BASE_DIR
-        if (out / "manifest.json").is_file():
+        if ddp.broadcast_object((out / "manifest.json").is_file(), self.info):
             return out
         if self.info.is_main:
             model = self.assemble()
@@ -257,8 +283,8 @@ class BaseTrainer:
                 voice = pipe.build_voice_prompt(audio, sr, ref_item.text, ref_item.lang)
             except ValueError:  # reference outside 3-10 s
                 continue
-            params = SynthesisParams(seed=r.seed, max_new_tokens=SAMPLE_MAX_TOKENS)
-            wav = pipe.synthesize(target.text, target.lang, voice, params)
+            sampling = SynthesisParams(seed=r.seed, max_new_tokens=SAMPLE_MAX_TOKENS)
+            wav = pipe.synthesize(target.text, target.lang, voice, sampling)
             tracker.log_audio(wav, pipe.sample_rate, f"{speaker}_{target.utt_id}", "samples")
         tracker.log_metrics({"sample_seconds": time.time() - t0}, 0)
         tracker.finish()
@@ -270,7 +296,12 @@ class BaseTrainer:
         pin = AdapterRegistry(self.recipe.tracking_uri).register_base(
             base, description=f"{self.recipe.preset} recipe, seed {self.recipe.seed}, run {self.run_dir}"
         )
-        return {"name": pin.name, "version": pin.version, "weights_sha256": pin.weights_sha256, "path": str(base)}
+        return {
+            "name": pin.name,
+            "version": pin.version,
+            "weights_sha256": pin.weights_sha256,
+            "path": str(base),
+        }
 
     def run(self, stage: str) -> Any:
         if stage not in (*STAGES, "all"):

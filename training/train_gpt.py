@@ -143,7 +143,7 @@ def train_gpt(
     info = ddp.setup(cfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / GPT_FINAL
-    if final.is_file():
+    if ddp.broadcast_object(final.is_file(), info):
         return final
     seed_everything(cfg.seed)
     gpt = GPT(gpt_config)

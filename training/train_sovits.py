@@ -139,7 +139,9 @@ class S2Generator(nn.Module):
         self.vocoder = vocoder
 
     def forward(self, batch: S2Batch) -> tuple[S2TrainOutput, Tensor]:
-        out = self.sovits.forward_train(batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens)
+        out = self.sovits.forward_train(
+            batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens
+        )
         return out, self.vocoder(out.z_slice, out.ge)
 
 
@@ -213,7 +215,7 @@ def train_sovits(
     info = ddp.setup(cfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / S2_FINAL
-    if final.is_file():
+    if ddp.broadcast_object(final.is_file(), info):
         return final
     seed_everything(cfg.seed)
     sovits = SoVITS(sovits_config, posterior=True)
@@ -255,11 +257,18 @@ def train_sovits(
         "world": info.world,
     }
     tracker = Tracker(
-        "tritone-train-sovits", f"sovits-{run_dir.parent.name}", params, enabled=info.is_main, uri=tracking_uri, run_id=run_id
+        "tritone-train-sovits",
+        f"sovits-{run_dir.parent.name}",
+        params,
+        enabled=info.is_main,
+        uri=tracking_uri,
+        run_id=run_id,
     )
     gen_net, disc_net = ddp.wrap(gen, info), ddp.wrap(disc, info)
     eval_examples = (
-        [load_s2_example(it, eval_encoded[it.key]) for it in eval_items[: cfg.eval_utts]] if info.is_main else []
+        [load_s2_example(it, eval_encoded[it.key]) for it in eval_items[: cfg.eval_utts]]
+        if info.is_main
+        else []
     )
     lengths = [it.frames for it in items]
     per_epoch = max(1, sum(lengths) // cfg.max_frames)
@@ -269,7 +278,9 @@ def train_sovits(
     seen, t0 = 0, time.time()
     last_eval: dict[str, float] = {}
     while step < cfg.steps:
-        for idx in iter_batches(lengths, cfg.max_frames, cfg.max_batch, cfg.seed + epoch, info.rank, info.world):
+        for idx in iter_batches(
+            lengths, cfg.max_frames, cfg.max_batch, cfg.seed + epoch, info.rank, info.world
+        ):
             if step >= cfg.steps:
                 break
             lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.lr_floor)
@@ -319,7 +330,9 @@ def train_sovits(
                 last_eval, sample = evaluate_s2(sovits, vocoder, eval_examples, eval_mel)
                 tracker.log_metrics(last_eval, step)
                 if sample is not None:
-                    tracker.log_audio(sample.numpy(), sovits_config.sampling_rate, f"step{step:06d}_{eval_items[0].utt_id}")
+                    tracker.log_audio(
+                        sample.numpy(), sovits_config.sampling_rate, f"step{step:06d}_{eval_items[0].utt_id}"
+                    )
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 if info.is_main:
                     save_checkpoint(
@@ -345,7 +358,9 @@ def train_sovits(
             {
                 "sovits": s2_state,
                 "vocoder": vocoder.state_dict(),
-                "enc_q": {k[len("enc_q.") :]: v for k, v in sovits.state_dict().items() if k.startswith("enc_q.")},
+                "enc_q": {
+                    k[len("enc_q.") :]: v for k, v in sovits.state_dict().items() if k.startswith("enc_q.")
+                },
                 "disc": disc.state_dict(),
                 "stats": last_eval,
                 "steps": step,

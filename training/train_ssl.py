@@ -209,7 +209,7 @@ def train_ssl(
     info = ddp.setup(cfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / SSL_FINAL
-    if final.is_file():
+    if ddp.broadcast_object(final.is_file(), info):
         return final
     seed_everything(cfg.seed)
     s2cfg = model_config.sovits

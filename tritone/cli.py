@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "tritone.synth_cli",
     "training.cli",
     "adapters.cli",
+    "gateway.cli",
 ]
 
 

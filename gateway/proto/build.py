@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         diff = differences()
         if diff:
-            print(f"stale stubs in {GEN_DIR}: {', '.join(diff)}; run python -m gateway.proto.build", file=sys.stderr)
+            print(
+                f"stale stubs in {GEN_DIR}: {', '.join(diff)}; run python -m gateway.proto.build",
+                file=sys.stderr,
+            )
             return 1
         print("stubs match the .proto")
         return 0

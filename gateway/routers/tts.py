@@ -7,7 +7,7 @@ import base64
 import binascii
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Header, Request
@@ -22,7 +22,10 @@ from gateway.service import AudioEvent, ReferenceInput, SynthesisInput
 router = APIRouter(tags=["synthesis"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorResponse, "description": "bad input: text, parameters, voice name, reference audio, malformed JSON"},
+    400: {
+        "model": ErrorResponse,
+        "description": "bad input: text, parameters, voice name, reference audio, malformed JSON",
+    },
     401: {"model": ErrorResponse, "description": "no or invalid API key"},
     403: {"model": ErrorResponse, "description": "another tenant's voice, or zero-shot cloning not enabled"},
     404: {"model": ErrorResponse, "description": "no such voice / alias / version, or the voice is revoked"},
@@ -58,7 +61,7 @@ def _timeout(value: str | None) -> float | None:
     return seconds
 
 
-async def _watch_disconnect(request: Request, task: asyncio.Task[object]) -> None:
+async def _watch_disconnect(request: Request, task: asyncio.Future[Any]) -> None:
     while not task.done():
         if await request.is_disconnected():
             task.cancel()
@@ -118,12 +121,14 @@ async def synthesize(
     finally:
         watcher.cancel()
     headers["X-Audio-Seconds"] = f"{audio.size / start.sample_rate:.3f}"
-    return Response(encode(audio, start.sample_rate, fmt), media_type=media_type(fmt, start.sample_rate), headers=headers)
+    return Response(
+        encode(audio, start.sample_rate, fmt), media_type=media_type(fmt, start.sample_rate), headers=headers
+    )
 
 
 async def _first(events: AsyncIterator[AudioEvent], request: Request) -> AudioEvent:
     task = asyncio.ensure_future(events.__anext__())
-    watcher = asyncio.ensure_future(_watch_disconnect(request, task))  # type: ignore[arg-type]
+    watcher = asyncio.ensure_future(_watch_disconnect(request, task))
     try:
         return await task
     except StopAsyncIteration:
@@ -146,7 +151,9 @@ async def _collect(first: AudioEvent, events: AsyncIterator[AudioEvent]) -> np.n
     return np.concatenate(pieces).astype(np.float32, copy=False)
 
 
-async def _stream(first: AudioEvent, events: AsyncIterator[AudioEvent], sr: int, fmt: str) -> AsyncIterator[bytes]:
+async def _stream(
+    first: AudioEvent, events: AsyncIterator[AudioEvent], sr: int, fmt: str
+) -> AsyncIterator[bytes]:
     try:
         if first.audio.size:
             yield encode(first.audio, sr, fmt)

@@ -25,7 +25,11 @@ async def list_voices(
     return VoicesResponse(
         voices=[
             VoiceModel(
-                name=str(e.voice), tenant=e.voice.tenant, aliases=e.aliases, latest_version=e.latest_version, public=public
+                name=str(e.voice),
+                tenant=e.voice.tenant,
+                aliases=e.aliases,
+                latest_version=e.latest_version,
+                public=public,
             )
             for e, public in entries
         ]

@@ -97,7 +97,11 @@ class TritonProcess:
     def start(self, timeout: float = 90.0) -> TritonProcess:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT, env=server_env(self.env), start_new_session=True
+            self.command(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=server_env(self.env),
+            start_new_session=True,
         )
         self.wait_ready(timeout)
         return self

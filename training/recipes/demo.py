@@ -25,9 +25,8 @@ from typing import Any
 DEMO_SEED = 1234
 SSL_STEPS = 1200
 GPT_STEPS = 3000
-SOVITS_STEPS = 3000
-SOVITS_GAN_START = 500
-SOVITS_BATCH = 6
+SOVITS_STEPS = 2400
+SOVITS_GAN_START = 400
 ADAPTER_STEPS = 300
 TENANT = "demo"
 SHIP_LIMIT_BYTES = 30 * 1024 * 1024
@@ -146,7 +145,12 @@ def train_adapters(recipe: DemoRecipe, base: Path) -> dict[str, Any]:
             config=AdapterTrainConfig(steps=ADAPTER_STEPS, seed=recipe.seed, threads=recipe.threads),
         )
         r = train_adapter(job)
-        results[name] = {"path": str(r.path), "version": r.version, "metrics": r.metrics, "seconds": r.seconds}
+        results[name] = {
+            "path": str(r.path),
+            "version": r.version,
+            "metrics": r.metrics,
+            "seconds": r.seconds,
+        }
     return results
 
 

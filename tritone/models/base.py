@@ -101,6 +101,7 @@ class BaseModelConfig:
             flow_kernel_size=3,
             flow_n_layers=3,
             posterior_n_layers=8,
+            segment_frames=16,  # generator trained on 0.32 s slices (upstream: 0.64 s)
         )
         return cls(
             gpt=GPTConfig(n_layer=4, n_head=4, d_model=192, d_ff=768),

@@ -74,10 +74,11 @@ class OnnxRuntime(RuntimeBase):
         directory: str | Path,
         *,
         intra_op_threads: int = 0,
-        graphs: Sequence[str] = GRAPH_NAMES,
+        graphs: Sequence[str] | None = None,
     ) -> None:
         """`intra_op_threads`: threads per graph call (0 = ONNX Runtime's default, one per core).
-        `graphs`: which graphs to open (e.g. leave out `ssl` where zero-shot is off)."""
+        `graphs`: which graphs to open (default: every graph the build holds; leave out `ssl`
+        where zero-shot is off)."""
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
         base, bank = self.manifest["base"], self.manifest["bank"]
@@ -94,7 +95,9 @@ class OnnxRuntime(RuntimeBase):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.sessions: dict[str, GraphSession] = {}
-        for name in graphs:
+        for name in (
+            graphs if graphs is not None else [g for g in GRAPH_NAMES if g in self.manifest["graphs"]]
+        ):
             entry = self.manifest["graphs"].get(name)
             if entry is None:
                 raise FileNotFoundError(f"{self.directory}: the build holds no {name!r} graph")

@@ -117,7 +117,8 @@ class TensorRTRuntime(RuntimeBase):
             str(base["weights_sha256"]),
         )
         self.sessions: dict[str, EngineSession] = {}
-        for name in graphs:
+        wanted = graphs if graphs is not None else [g for g in GRAPH_NAMES if g in engines]
+        for name in wanted:
             if name not in engines:
                 raise FileNotFoundError(f"{self.directory}: no TensorRT engine for {name!r}")
             modules = self.manifest["graphs"][name]["bank_modules"]

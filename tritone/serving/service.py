@@ -10,6 +10,7 @@ a thin adapter around this class, and tests can drive it in-process.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -152,11 +153,22 @@ def open_runtime(
     """The runtime for the target.
 
     cpu: ONNX Runtime over the graphs `tritone build` wrote into the version directory, when it
-    wrote any (the bank size and rank are then the build's), else PyTorch on the base bundle.
+    wrote any (the bank size and rank are then the build's) and no other base is named in
+    `base_model`, else PyTorch on the base bundle.
     gpu: PyTorch on CUDA (the build's engines run once their runtime is available).
     `runtime` = onnx | torch forces one.
     """
     built = _built(version_dir) if model is None else None
+    if built is not None and settings.base_model and settings.runtime == "auto":
+        bundle = find_base_model(settings, version_dir)
+        pin = json.loads((bundle / "manifest.json").read_text()).get("weights_sha256") if bundle else None
+        if pin != built["base"]["weights_sha256"]:
+            log.warning(
+                "the build in %s is of another base than %s; serving that base with PyTorch",
+                version_dir,
+                bundle,
+            )
+            built = None
     if settings.runtime == "onnx" and built is None:
         raise FileNotFoundError(f"runtime onnx: no build in {version_dir} (run `tritone build --target cpu`)")
     if built is not None and settings.runtime in ("auto", "onnx") and settings.target == "cpu":
