@@ -34,7 +34,10 @@ def main(argv: list[str]) -> int:
     name, command = argv[0], argv[2:]
     result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if result.returncode != 0:
-        print(f"benchmark {name} failed (exit {result.returncode}); BENCHMARKS.md left unchanged", file=sys.stderr)
+        print(
+            f"benchmark {name} failed (exit {result.returncode}); BENCHMARKS.md left unchanged",
+            file=sys.stderr,
+        )
         return result.returncode
     rows = "\n".join(line for line in result.stdout.splitlines() if line.startswith("|"))
     DOC.write_text(replace_section(DOC.read_text(), name, rows))
