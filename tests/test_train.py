@@ -159,7 +159,7 @@ def test_ddp_two_processes_gloo(env: Env, base_dir: Path) -> None:
     assert proc.returncode == 0, err[-3000:]
     state = torch.load(run_dir / "gpt" / "gpt-final.pt", weights_only=False)
     assert state["steps"] == 4
-    assert _history(env.uri, "tritone-train-gpt", "loss")  # rank 0 logged
+    assert _history(env.uri, "tritone-train-gpt", "eval_loss")  # rank 0 evaluated and logged
     from mlflow import MlflowClient
 
     client = MlflowClient(env.uri)

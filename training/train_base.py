@@ -89,6 +89,7 @@ class BaseTrainer:
         self.run_dir = recipe.run_dir
         self._items: tuple[list[PrepItem], list[PrepItem]] | None = None
         self._encoded: dict[str, Path] | None = None
+        self._ssl_state: dict[str, Any] | None = None
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -114,6 +115,9 @@ class BaseTrainer:
         return self._items
 
     def ssl_stage(self) -> dict[str, Any]:
+        """The SSL stage's result (trained or taken from `init`). Collective: call on every rank."""
+        if self._ssl_state is not None:
+            return self._ssl_state
         path = self.run_dir / "ssl" / SSL_FINAL
         # decided on rank 0 alone: the others must not see the file appear half-way through
         if self.init_model is not None and not ddp.broadcast_object(path.is_file(), self.info):
@@ -141,7 +145,8 @@ class BaseTrainer:
                 self.recipe.tracking_uri,
                 self.recipe.progress,
             )
-        return load_ssl_stage(path)
+        self._ssl_state = load_ssl_stage(path)
+        return self._ssl_state
 
     def content_modules(self) -> tuple[SSLEncoder, SoVITS]:
         """The trained SSL encoder and a SoVITS holding the trained ssl_proj + codebook."""
@@ -157,6 +162,7 @@ class BaseTrainer:
     def encoded(self) -> dict[str, Path]:
         if self._encoded is None:
             tr, ev = self.items()
+            self.ssl_stage()  # on every rank: it may synchronise
             result: Any = None
             if self.info.is_main:
                 ssl, sovits = self.content_modules()
@@ -241,6 +247,8 @@ class BaseTrainer:
         out = self.run_dir / BASE_DIR
         if ddp.broadcast_object((out / "manifest.json").is_file(), self.info):
             return out
+        self.ssl_stage()  # on every rank: these may synchronise
+        self.items()
         if self.info.is_main:
             model = self.assemble()
             model.save(out)
@@ -323,6 +331,7 @@ class BaseTrainer:
             elif s == "export":
                 result = str(self.export())
             elif s == "register":
+                self.export()  # on every rank: it may synchronise
                 result = self.register() if self.info.is_main else None
                 ddp.barrier(self.info)
         return result

@@ -4,9 +4,11 @@
 2. base     the `demo` preset trained from scratch on `train.list` (SSL/CTC + k-means, then GPT
             and SoVITS as two processes side by side, each on one core), exported, registered
 3. adapters one LoRA adapter per held-out voice from up to 5 minutes of its `heldout_train` clips
-            (never heard by the base), evaluated and registered at alias `staging`
+            (never heard by the base), evaluated and registered at alias `staging`; the first voice
+            is the shipped demo voice `public.demo`, others are `demo.<name>`
 4. eval     the full side-by-side evaluation on the voice's held-out sentences (`heldout_eval`)
-5. ship     copy base + adapters + reports to `<repo>/demo/` (checked to be <= 30 MB)
+5. ship     `<repo>/demo/`: `base/` (bundle), `voice/` (the demo voice's adapter), `consent.json`,
+            `eval/<name>.json` (checked to be <= 30 MB); `make serve` loads exactly this
 
 The step counts below are the ones the shipped artifacts were trained with; every stage
 resumes, so an interrupted run continues where it stopped.
@@ -31,6 +33,14 @@ ADAPTER_STEPS = 300
 TENANT = "demo"
 SHIP_LIMIT_BYTES = 30 * 1024 * 1024
 VOICE_NAMES = {"festival_ked": "ked", "flite_rms": "rms"}
+SHIPPED_VOICE, SHIPPED_TENANT = "demo", "public"  # what `make serve` registers and serves
+
+
+def voice_identity(recipe: DemoRecipe, voice_id: str) -> tuple[str, str]:
+    """(voice name, tenant) of a demo voice's adapter: the first one is the shipped `public.demo`."""
+    if voice_id == recipe.voices[0]:
+        return SHIPPED_VOICE, SHIPPED_TENANT
+    return VOICE_NAMES.get(voice_id, voice_id).replace("_", "-"), TENANT
 
 
 @dataclass
@@ -125,14 +135,15 @@ def train_adapters(recipe: DemoRecipe, base: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for voice_id in recipe.voices:
         name = VOICE_NAMES.get(voice_id, voice_id)
+        voice, tenant = voice_identity(recipe, voice_id)
         out = run_dir / "adapters" / name
         if (out / "manifest.json").is_file():
             results[name] = {"path": str(out), "reused": True}
             continue
         consent = demo_consent(voice_id, run_dir / "consent" / f"{name}.json")
         job = AdapterJob(
-            voice=name,
-            tenant=TENANT,
+            voice=voice,
+            tenant=tenant,
             base=base,
             audio=corpus / "heldout_train.list",
             speaker=voice_id,
@@ -184,21 +195,21 @@ def evaluate(recipe: DemoRecipe, base: Path) -> dict[str, Any]:
 
 
 def ship(recipe: DemoRecipe, base: Path) -> dict[str, Any]:
-    """Copy the base bundle, the adapters and the reports to `out` and check the size budget."""
+    """Copy the base bundle, the demo voice and the reports to `out`; check the size budget."""
     _, run_dir, out = recipe.paths()
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(base, out / "base")
+    first = VOICE_NAMES.get(recipe.voices[0], recipe.voices[0])
+    shutil.copytree(run_dir / "adapters" / first, out / "voice")
+    shutil.copy2(run_dir / "consent" / f"{first}.json", out / "consent.json")
     for voice_id in recipe.voices:
         name = VOICE_NAMES.get(voice_id, voice_id)
-        shutil.copytree(run_dir / "adapters" / name, out / "voices" / name)
-        consent = run_dir / "consent" / f"{name}.json"
-        if consent.is_file():
-            shutil.copy2(consent, out / "voices" / f"{name}.consent.json")
-        report = run_dir / "eval" / f"{name}.json"
-        if report.is_file():
-            (out / "eval").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(report, out / "eval" / f"{name}.json")
+        for suffix in (".json", ".md"):
+            report = run_dir / "eval" / f"{name}{suffix}"
+            if report.is_file():
+                (out / "eval").mkdir(parents=True, exist_ok=True)
+                shutil.copy2(report, out / "eval" / report.name)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     if total > SHIP_LIMIT_BYTES:
         raise RuntimeError(f"demo artifacts are {total / 2**20:.1f} MiB, over the 30 MiB budget")

@@ -145,6 +145,8 @@ class TritonTTSModel:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        import faulthandler, signal as _sig  # TEMP
+        faulthandler.register(_sig.SIGUSR1, all_threads=True)  # TEMP
         config = json.loads(args["model_config"])
         if not self.pb.using_decoupled_model_transaction_policy(config):
             raise ValueError("the tts model must be decoupled (model_transaction_policy { decoupled: true })")
@@ -235,7 +237,8 @@ class TritonTTSModel:
         self._metrics_thread.start()
 
     def _metrics_loop(self) -> None:
-        while not self._stop.wait(1.0):
+        interval = float(os.environ.get("TRITONE_METRICS_INTERVAL_S", "1"))
+        while not self._stop.wait(interval):
             try:
                 self._update_metrics()
             except Exception:
@@ -253,7 +256,9 @@ class TritonTTSModel:
                 self._last[name] = value
 
     def finalize(self) -> None:
+        log.info("tts model finalizing")
         self._stop.set()
         if self._metrics_thread is not None:
             self._metrics_thread.join(timeout=2.0)
         self.service.close()
+        log.info("tts model finalized")
