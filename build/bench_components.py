@@ -1,7 +1,7 @@
 """Benchmark: ONNX Runtime vs PyTorch eager per serving graph, and an adapter cache miss.
 
     python -m build.bench_components [--sizes tiny v2] [--batches 1 8] [--threads 2]
-                                     [--build-v2 DIR] [--build-tiny DIR] [--exporter dynamo]
+                                     [--build-v2 DIR] [--build-tiny DIR] [--exporter torchscript|dynamo]
 
 For each size the base has random weights (`BaseModel.random(preset, seed=0)`, the weights
 `tritone build --random PRESET` exports). The ONNX side runs the graphs of `--build-<size>` (a
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--graphs", nargs="+", default=list(DESCRIBE))
-    parser.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"])
+    parser.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"])
     for size in ("tiny", "demo", "v2"):
         parser.add_argument(f"--build-{size}", type=Path, help=f"version folder built for random {size}")
     args = parser.parse_args(argv)

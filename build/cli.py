@@ -34,7 +34,7 @@ def add_commands(subparsers: Any) -> None:
         help="module-name regexes (default: the project's targets)",
     )
     p.add_argument("--graphs", nargs="+", help="export only these graphs")
-    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript")
     p.add_argument("--no-check", action="store_true", help="skip the PyTorch parity checks")
     p.set_defaults(func=cmd_build)
 

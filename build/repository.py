@@ -52,7 +52,7 @@ def build_repository(
     max_rank: int = 16,
     graphs: Sequence[str] = GRAPH_NAMES,
     check: bool = True,
-    exporter: str = "dynamo",
+    exporter: str = "torchscript",
     log: bool = False,
 ) -> dict[str, Any]:
     """Export, check and (gpu) build engines into the version folder; returns the manifest."""
@@ -96,9 +96,13 @@ def build_repository(
         )
     if target == "gpu" and not manifest["tensorrt_ops"]["ok"]:
         raise BuildError(f"TensorRT's ONNX parser would reject: {manifest['tensorrt_ops']['findings']}")
-    bad_engines = [g for g, e in manifest.get("engines", {}).items() if isinstance(e, dict) and not e["parity"]["ok"]]
+    bad_engines = [
+        g for g, e in manifest.get("engines", {}).items() if isinstance(e, dict) and not e["parity"]["ok"]
+    ]
     if bad_engines:
-        raise BuildError(f"TensorRT engines differ from ONNX Runtime beyond FP16 tolerance: {', '.join(bad_engines)}")
+        raise BuildError(
+            f"TensorRT engines differ from ONNX Runtime beyond FP16 tolerance: {', '.join(bad_engines)}"
+        )
     return manifest
 
 

@@ -38,7 +38,9 @@ def test_manifest_records_parity_hashes_and_base(build_dir: Path, manifest: dict
     model = tiny_model()
     assert manifest["base"]["weights_sha256"] == model.weights_sha256
     assert (
-        manifest["base"]["version"] == "v2" and manifest["exporter"] == "dynamo" and manifest["opset"] >= 17
+        manifest["base"]["version"] == "v2"
+        and manifest["exporter"] == "torchscript"
+        and manifest["opset"] >= 17
     )
     assert manifest["bank"]["size"] == BANK_SIZE and manifest["bank"]["max_rank"] == MAX_RANK
     assert set(manifest["graphs"]) == set(GRAPH_NAMES)
@@ -173,31 +175,32 @@ def _cli(argv: list[str]) -> int:
 def test_build_command_renders_cpu_and_gpu_version_folders(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """cpu with the dynamo exporter (the decode graph and a conv-LoRA graph), gpu with the default."""
     model = tiny_model()
     model_dir = model.save(tmp_path / "base")
     out = tmp_path / "repo"
     common = ["--model", str(model_dir), "--out", str(out), "--bank-size", "3", "--max-rank", "2"]
-    common += ["--graphs", "ref_enc", "vocoder", "--exporter", "torchscript"]
-    assert _cli(["build", *common, "--target", "cpu"]) == 0
+    dynamo = ["--graphs", "gpt_decode", "vocoder", "--exporter", "dynamo"]
+    assert _cli(["build", *common, *dynamo, "--target", "cpu"]) == 0
     version = out / "tts" / "1"
     cpu = json.loads((version / "build_manifest.json").read_text())
-    assert cpu["target"] == "cpu" and cpu["exporter"] == "torchscript"
-    assert sorted(cpu["graphs"]) == ["ref_enc", "vocoder"] and all(
-        g["parity"]["ok"] for g in cpu["graphs"].values()
-    )
+    assert cpu["target"] == "cpu" and cpu["exporter"] == "dynamo"
+    assert sorted(cpu["graphs"]) == ["gpt_decode", "vocoder"]
+    for name, entry in cpu["graphs"].items():
+        assert entry["parity"]["ok"] and entry["parity"]["max_abs"] <= ATOL, name
     assert cpu["tensorrt_ops"]["ok"] and cpu["bank"]["size"] == 3
     assert (version / "vocoder.onnx").is_file() and not (version / "base.safetensors").exists()
 
-    assert _cli(["build", *common, "--target", "gpu", "--model-version", "2"]) == 0
+    assert _cli(["build", *common, "--graphs", "ref_enc", "--target", "gpu", "--model-version", "2"]) == 0
     gpu_dir = out / "tts" / "2"
     gpu = read_manifest(gpu_dir)
-    assert gpu["target"] == "gpu"
+    assert gpu["target"] == "gpu" and gpu["exporter"] == "torchscript"
     if "skipped" in gpu["engines"]:  # no TensorRT here: the CUDA fallback's weights are there instead
         assert "tensorrt" in gpu["engines"]["skipped"] or "CUDA" in gpu["engines"]["skipped"]
     weights = gpu_dir / gpu["torch_weights"]["file"]
     assert file_sha256(weights) == gpu["torch_weights"]["sha256"]
     assert load_torch_weights(weights).weights_sha256 == model.weights_sha256
-    assert "wrote 2 graphs" in capsys.readouterr().out
+    assert "wrote 1 graphs" in capsys.readouterr().out
     assert _cli(["build", "--check-trt", str(gpu_dir)]) == 0
 
 

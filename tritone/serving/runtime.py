@@ -10,8 +10,8 @@ All arrays are numpy, batch-first, right-padded with explicit lengths. Implement
 `TorchRuntime` (`runtime_torch`: reference, CPU or CUDA), `OnnxRuntime` (`runtime_onnx`: the
 cpu target, ONNX Runtime over the graphs `tritone build` writes), and on GPUs
 `TensorRTRuntime` (`runtime_tensorrt`: engines) or `CudaGraphRuntime` (`runtime_cuda`: PyTorch
-CUDA with CUDA graphs, where TensorRT is absent). `open_runtime` picks one for a built
-model repository.
+CUDA with CUDA graphs, where TensorRT is absent). All of them run the graphs of
+`runtime_graphs` and share `runtime_common.RuntimeBase`; docs/EXPORT.md has the details.
 
 Changes from the first draft of this contract (the scheduler is written against this one):
 

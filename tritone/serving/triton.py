@@ -20,10 +20,12 @@ refreshed from the scheduler's counters every second by a small thread.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import uuid
@@ -61,12 +63,17 @@ COUNTERS = {
 
 
 class TritonSink:
-    """A request's response sender: audio chunks, the final flag, or one error."""
+    """A request's response sender: audio chunks, the final flag, or one error.
+
+    The sender is dropped as soon as the request is complete (final flag sent, or sending
+    failed): the python backend frees a request's response factory, which holds the model, when
+    the final flag goes out or the sender is destroyed, so a lingering sender would keep the
+    model from unloading.
+    """
 
     def __init__(self, pb: Any, sender: Any, sample_rate: int) -> None:
         self.pb, self.sender, self.sample_rate = pb, sender, sample_rate
         self.seed = 0
-        self._closed = False
 
     def _tensors(self, audio: np.ndarray) -> list[Any]:
         pb = self.pb
@@ -76,35 +83,38 @@ class TritonSink:
             pb.Tensor("seed", np.array([self.seed], np.int64)),
         ]
 
-    def send(self, audio: np.ndarray, final: bool) -> None:
-        if self._closed:
+    def _send(self, response: Any, final: bool) -> None:
+        sender = self.sender
+        if sender is None:
             return
-        flags = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
-        self._closed = final
-        self.sender.send(self.pb.InferenceResponse(output_tensors=self._tensors(audio)), flags=flags)
+        try:
+            sender.send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0)
+        except Exception:
+            self.sender = None  # the request is gone: release it
+            raise
+        if final:
+            self.sender = None
+
+    def send(self, audio: np.ndarray, final: bool) -> None:
+        self._send(self.pb.InferenceResponse(output_tensors=self._tensors(audio)), final)
 
     def info(self, data: dict[str, Any]) -> None:
         pb = self.pb
         out = [pb.Tensor("info", np.array([json.dumps(data, sort_keys=True).encode()], dtype=np.object_))]
-        self._closed = True
-        self.sender.send(
-            pb.InferenceResponse(output_tensors=out), flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-        )
+        self._send(pb.InferenceResponse(output_tensors=out), final=True)
 
     def fail(self, error: ServeError) -> None:
-        if self._closed:
-            return
-        self._closed = True
         pb = self.pb
         code = getattr(pb.TritonError, error.code, None)
         try:
             err = pb.TritonError(error.message, code) if code is not None else pb.TritonError(error.message)
         except TypeError:  # a backend without error codes
             err = pb.TritonError(error.message)
-        self.sender.send(pb.InferenceResponse(error=err), flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        self._send(pb.InferenceResponse(error=err), final=True)
 
     def cancelled(self) -> bool:
-        return bool(self.sender.is_cancelled())
+        sender = self.sender
+        return sender is None or bool(sender.is_cancelled())
 
 
 def _one(pb: Any, request: Any, name: str) -> Any:
@@ -145,8 +155,8 @@ class TritonTTSModel:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        import faulthandler, signal as _sig  # TEMP
-        faulthandler.register(_sig.SIGUSR1, all_threads=True)  # TEMP
+        # `kill -USR1 <stub pid>` writes every thread's stack into the server log (debugging a stall)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         config = json.loads(args["model_config"])
         if not self.pb.using_decoupled_model_transaction_policy(config):
             raise ValueError("the tts model must be decoupled (model_transaction_policy { decoupled: true })")
