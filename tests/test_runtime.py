@@ -401,6 +401,29 @@ def test_adapter_with_a_target_the_bank_lacks_is_refused(model: BaseModel) -> No
     assert not rt.bank.tensors["gpt.layers.0.linear1"][0][1].any()
 
 
+def test_every_runtime_refuses_foreign_targets_and_bases(
+    runtime: Runtime, model: BaseModel, adapters: dict[int, dict[str, LoRAWeights]], tmp_path: Path
+) -> None:
+    from adapters.format import BasePin, read_adapter, write_adapter
+
+    foreign = random_adapter(model, ["gpt.bert_proj"], 2, seed=5)  # a Linear no default target selects
+    with pytest.raises(AdapterRefused, match=r"does not hold: gpt\.bert_proj"):
+        runtime.load_slot(2, foreign)
+    other_base = write_adapter(
+        tmp_path / "a",
+        voice="bob",
+        tenant="acme",
+        base=BasePin("tritone-base", 1, "e" * 64),
+        lora=adapters[2],
+        prompt=voice(model, 1),
+        consent_id="c2",
+        training_data_sha256="0" * 64,
+    )
+    with pytest.raises(BasePinMismatch):
+        runtime.load_adapter(2, read_adapter(other_base))
+    assert runtime.base_sha256 == model.weights_sha256
+
+
 def test_adapter_of_another_base_is_refused(model: BaseModel, tmp_path: Path) -> None:
     from adapters.format import BasePin, read_adapter, write_adapter
 
