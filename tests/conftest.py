@@ -190,7 +190,9 @@ def triton_server(serving_home: Path, tiny_base: TinyBase, voice_registry: Voice
         "TRITONE_MAX_CONTEXT": "1024",
         "TRITONE_THREADS": "1",
     }
-    server = TritonServer(env=env, log_file=serving_home / "triton-test.log", startup_timeout_s=240)
+    server = TritonServer(
+        env=env, log_file=serving_home / "triton-test.log", startup_timeout_s=240, exit_timeout_s=5
+    )
     with server:
         yield server
 

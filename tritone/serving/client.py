@@ -102,6 +102,7 @@ class TTSClient:
         events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         replies = {rid: Reply() for rid in requests}
         clients = []
+        done = False
         try:
             for rid, inputs in requests.items():
                 client = grpcclient.InferenceServerClient(self.url)
@@ -115,9 +116,12 @@ class TTSClient:
             while not all(r.final for r in replies.values()):
                 rid, result, error = events.get(timeout=max(0.1, deadline - time.monotonic()))
                 record(replies[rid], result, error)
+            done = True
         finally:
             for client in clients:
-                client.stop_stream(cancel_requests=True)
+                # Only cancel what is unfinished: cancelling a stream whose request already completed
+                # can leave Triton 2.51 holding the model until its exit timeout at shutdown.
+                client.stop_stream(cancel_requests=not done)
                 client.close()
         return replies
 

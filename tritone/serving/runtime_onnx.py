@@ -143,7 +143,9 @@ class OnnxRuntime(RuntimeBase):
         slots: np.ndarray,
     ) -> np.ndarray:
         t = int(lengths.max())
-        k_rows = self.k[:, rows, :, :t]  # fancy indexing: a contiguous copy of the valid prefix
+        # fancy indexing: one contiguous copy of the rows' valid prefix (ONNX Runtime needs dense
+        # inputs); at full size this copy, not the graph, dominates large-batch steps (EXPORT.md)
+        k_rows = self.k[:, rows, :, :t]
         v_rows = self.v[:, rows, :, :t]
         logits, k_new, v_new = self._run("gpt_decode", [tokens, audio_pos, k_rows, v_rows, lengths], slots)
         # rows and lengths are advanced indices split by a slice: their axis comes first
