@@ -125,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     from tritone.serving.server import TritonServer
 
     n = args.requests
-    command = "python -m loadtest.bench_serving" + (
-        f" --preset {args.preset}" if args.preset != "tiny" else ""
-    )
+    defaults = parser.parse_args([])
+    extra = [
+        f"--{name.replace('_', '-')} {value}"
+        for name, value in vars(args).items()
+        if value != getattr(defaults, name)
+    ]
+    command = " ".join(["python -m loadtest.bench_serving", *extra])
     with tempfile.TemporaryDirectory(prefix="tritone-bench-") as tmp:
         home = Path(tmp)
         os.environ["TRITONE_HOME"] = str(home)
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         stage: dict[str, list[float]] = {
             f"{part}_{name}": [] for part in ("decode", "acoustic") for name in ("batched", "serial")
         }
-        splits: dict[str, float] = {}
+        split_runs: dict[str, list[float]] = {}
 
         def stats_delta(
             client: TTSClient, fn: Callable[[], dict[str, Any]]
@@ -202,9 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[name].append(elapsed)
                     results[f"{name}_tok"].append(elapsed / max(delta["tokens"], 1) * 1000)
                     if name == "mixed":
-                        splits = {
-                            k: delta[k] for k in ("decode_s", "acoustic_s", "prefill_s", "steps", "tokens")
-                        }
+                        for k in ("decode_s", "acoustic_s", "prefill_s", "steps", "tokens"):
+                            split_runs.setdefault(k, []).append(delta[k])
                 for name, client in clients.items():
                     elapsed, replies, delta = stats_delta(client, partial(client.run, mixed))
                     inflight[name].append(elapsed)
@@ -221,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in {**results, **inflight}.items()}
     ttfa_med = {k: statistics.median(v) for k, v in ttfa.items()}
     st = {k: statistics.median(v) for k, v in stage.items()}
+    splits = {k: statistics.median(v) for k, v in split_runs.items()}
     where = machine()
     date = dt.date.today().isoformat()
     rows = [
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             f"GPT decode {st['decode_batched']:.2f} vs {st['decode_serial']:.2f} ms per token "
             f"(**{st['decode_serial'] / st['decode_batched']:.1f}×**); SoVITS + vocoder "
             f"{st['acoustic_batched']:.3f} vs {st['acoustic_serial']:.3f} s per s of audio "
-            f"({st['acoustic_serial'] / st['acoustic_batched']:.2f}×); batched run: decode {splits.get('decode_s', 0):.2f} s "
+            f"({st['acoustic_serial'] / st['acoustic_batched']:.2f}×); batched run (medians): decode {splits.get('decode_s', 0):.2f} s "
             f"({int(splits.get('steps', 0))} steps, {int(splits.get('tokens', 0))} tokens), "
             f"SoVITS + vocoder {splits.get('acoustic_s', 0):.2f} s",
         ),

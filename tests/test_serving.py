@@ -218,7 +218,7 @@ def _settle(bank: AdapterBank, *tickets: Ticket) -> None:
 
 def test_bank_lru_pinning_and_waiting() -> None:
     runtime, loader = FakeRuntime(), FakeLoader()
-    bank = AdapterBank(runtime, loader, workers=2)  # type: ignore[arg-type]
+    bank = AdapterBank(runtime, loader, workers=2)
     loader.release("a", "b", "c", "d", "e")
     a, b, c = bank.acquire(_key("a")), bank.acquire(_key("b")), bank.acquire(_key("c"))
     _settle(bank, a, b, c)
@@ -249,7 +249,7 @@ def test_bank_lru_pinning_and_waiting() -> None:
 
 def test_bank_failures_are_per_request_and_revocation_sticks() -> None:
     runtime, loader = FakeRuntime(), FakeLoader()
-    bank = AdapterBank(runtime, loader)  # type: ignore[arg-type]
+    bank = AdapterBank(runtime, loader)
     loader.release("missing", "refused", "ok")
     bad, refused, ok = bank.acquire(_key("missing")), bank.acquire(_key("refused")), bank.acquire(_key("ok"))
     _settle(bank, bad, refused, ok)
@@ -273,7 +273,7 @@ def test_bank_failures_are_per_request_and_revocation_sticks() -> None:
 
 def test_bank_load_does_not_block_poll() -> None:
     runtime, loader = FakeRuntime(), FakeLoader()
-    bank = AdapterBank(runtime, loader)  # type: ignore[arg-type]
+    bank = AdapterBank(runtime, loader)
     slow = bank.acquire(_key("slow"))
     t0 = time.monotonic()
     for _ in range(20):
@@ -337,7 +337,7 @@ def _submit(service: Any, **kwargs: Any) -> ListSink:
 def test_inflight_joining_matches_pipeline(service: Any, voice_registry: VoiceRegistry) -> None:
     voices = [voice_registry.add_voice(f"s{i}", seed=100 + i) for i in range(3)]
     text = "Hello there. This is the in-flight batching test."
-    params = {"seed": 11, "max_new_tokens": 40}
+    params: dict[str, Any] = {"seed": 11, "max_new_tokens": 40}
     first = _submit(
         service, text=text, voice=voices[0].name, voice_version=voices[0].version, params=json.dumps(params)
     )

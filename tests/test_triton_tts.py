@@ -34,7 +34,7 @@ from tests.conftest import (
 from tritone.pipeline import Pipeline, StreamConfig, SynthesisParams
 
 TEXT = "Hello there. This is a batching test."
-PARAMS = {"seed": 21, "max_new_tokens": 40}
+PARAMS: dict[str, Any] = {"seed": 21, "max_new_tokens": 40}
 REF_TEXT = "This is the reference clip."
 
 
@@ -104,7 +104,7 @@ def test_streaming_chunks_early_and_matches_offline(
 ) -> None:
     voice = batch.voices[0]
     text = "A longer sentence for streaming, which goes on for a while. And then a second one."
-    offline_params = {"seed": 5, "max_new_tokens": 60}
+    offline_params: dict[str, Any] = {"seed": 5, "max_new_tokens": 60}
     stream_params = {**offline_params, "stream": True, "first_chunk_tokens": 6, "chunk_tokens": 8}
     replies = tts_client.run(
         {
@@ -315,7 +315,8 @@ def test_bad_requests_get_clear_errors_and_others_are_served(
         if rid == "good":
             np.testing.assert_allclose(_ok(replies[rid]), _ok(batch.alone[v]), atol=1e-5)
         else:
-            assert replies[rid].error is not None and expected in replies[rid].error, (
+            error = replies[rid].error
+            assert error is not None and expected in error, (
                 rid,
                 replies[rid].error,
             )

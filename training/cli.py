@@ -247,6 +247,15 @@ def add_train_commands(subparsers: Any) -> None:
     base.add_argument(
         "--gan-start", type=int, default=None, help="SoVITS steps before the discriminators join"
     )
+    base.add_argument(
+        "--sovits-batch", type=int, default=None, help="SoVITS clips per batch and process (default 8)"
+    )
+    base.add_argument(
+        "--prior-start",
+        type=int,
+        default=None,
+        help="SoVITS step from which the generator trains on the inference path",
+    )
     base.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     base.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the registry's)")
     base.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -357,6 +366,11 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.steps = args.sovits_steps
     if args.gan_start is not None:
         recipe.sovits.gan_start = args.gan_start
+    if args.prior_start is not None:
+        recipe.sovits.prior_start = args.prior_start
+    if args.sovits_batch is not None:
+        recipe.sovits.max_batch = args.sovits_batch
+        recipe.sovits.max_frames = 200 * args.sovits_batch
     trainer = BaseTrainer(recipe)
     start = time.perf_counter()
     result = trainer.run(args.stage)

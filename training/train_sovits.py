@@ -73,6 +73,8 @@ class S2TrainConfig:
     gan_start: int = 600  # steps of mel + KL only before the discriminators join
     d_shrink: int = 8  # discriminator width divisor (1 = upstream's MPD)
     fine_mel: bool = True
+    prior_start: int | None = None  # from this step the generator trains on the inference path
+    prior_noise: float = 0.5  # the noise scale of that path (the pipeline's default)
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
@@ -138,11 +140,27 @@ class S2Generator(nn.Module):
         self.sovits = sovits
         self.vocoder = vocoder
 
-    def forward(self, batch: S2Batch) -> tuple[S2TrainOutput, Tensor]:
+    def forward(self, batch: S2Batch, prior_noise: float | None = None) -> tuple[S2TrainOutput, Tensor]:
+        """-> (the VITS outputs, generated audio of the slice). With `prior_noise`, the generator
+        is fed the inference path's latent instead of the posterior's: a prior sample
+        (m_p + eps * exp(logs_p) * prior_noise) through the reverse flow, cut at the same slice."""
         out = self.sovits.forward_train(
             batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens
         )
-        return out, self.vocoder(out.z_slice, out.ge)
+        if prior_noise is None:
+            return out, self.vocoder(out.z_slice, out.ge)
+        eps = torch.randn_like(out.m_p)
+        z_p = (out.m_p + eps * torch.exp(out.logs_p) * prior_noise) * out.z_mask
+        z = self.sovits.flow(z_p, out.z_mask, g=out.ge, reverse=True) * out.z_mask
+        return out, self.vocoder(slice_segments(z, out.ids_slice, out.z_slice.shape[2]), out.ge)
+
+
+def slice_segments(x: Tensor, starts: Tensor, segment: int) -> Tensor:
+    """Windows of `segment` frames of x [B, C, T] starting at `starts` [B] (zero past the end)."""
+    B, C, T = x.shape
+    idx = starts.unsqueeze(1) + torch.arange(segment, device=x.device).unsqueeze(0)  # [B, segment]
+    gathered = x.gather(2, idx.clamp(max=T - 1).unsqueeze(1).expand(B, C, segment))
+    return gathered * (idx < T).unsqueeze(1).to(x.dtype)
 
 
 @torch.no_grad()
@@ -288,7 +306,8 @@ def train_sovits(
             set_lr(opt_d, lr)
             gains = (torch.rand(len(idx)) * (cfg.gain_max - cfg.gain_min) + cfg.gain_min).tolist()
             batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx], gains)
-            out, y_hat = gen_net(batch)
+            prior_noise = cfg.prior_noise if cfg.prior_start is not None and step >= cfg.prior_start else None
+            out, y_hat = gen_net(batch, prior_noise)
             y = slice_wav(batch.wav, out.ids_slice, seg, hop)
             use_gan = step >= cfg.gan_start
             logs: dict[str, float] = {}

@@ -29,6 +29,7 @@ SSL_STEPS = 1200
 GPT_STEPS = 1800
 SOVITS_STEPS = 1500
 SOVITS_GAN_START = 400
+SOVITS_PRIOR_START = 400
 ADAPTER_STEPS = 300
 TENANT = "demo"
 SHIP_LIMIT_BYTES = 30 * 1024 * 1024
@@ -77,6 +78,7 @@ def _base_args(recipe: DemoRecipe, corpus: Path, run_dir: Path) -> list[str]:
         "--gpt-steps", str(GPT_STEPS),
         "--sovits-steps", str(SOVITS_STEPS),
         "--gan-start", str(SOVITS_GAN_START),
+        "--prior-start", str(SOVITS_PRIOR_START),
     ]  # fmt: skip
     if recipe.threads:
         args += ["--threads", str(recipe.threads)]
