@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "training.cli",
     "adapters.cli",
     "gateway.cli",
+    "build.cli",
 ]
 
 

@@ -1,0 +1,84 @@
+"""Which modules should a voice adapter adapt? Train the same voice with different target groups
+and compare them on the same held-out sentences (docs/QUALITY.md, "adapter targets").
+
+    python -m training.recipes.ablation [--voice flite_rms] [--variants gpt gpt+mrte+flow ...] [--jobs 3]
+
+Each variant is an adapter trained exactly like the demo voice (same clips, steps, seed, rank),
+unregistered, under `<run-dir>/ablation/<variant>`; the report (`ablation.json` / `.md`) has one
+row per variant next to the speaker's own recordings and the base's zero-shot clone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from training.recipes.demo import ADAPTER_STEPS, DEMO_SEED, DemoRecipe, demo_consent
+
+VARIANTS = ("gpt", "gpt+mrte+flow", "gpt+mrte+flow+vocoder", "gpt+ref+mrte+flow+vocoder")
+
+
+def _train(
+    variant: str, voice_id: str, base: Path, corpus: Path, out: Path, consent: Path, seed: int
+) -> None:
+    if (out / "manifest.json").is_file():
+        return
+    cmd = [
+        sys.executable, "-m", "tritone.cli", "train", "adapter",
+        "--voice", "ablation", "--tenant", "ablation", "--base", str(base),
+        "--audio", str(corpus / "heldout_train.list"), "--speaker", voice_id,
+        "--consent", str(consent), "--out", str(out), "--targets", variant.replace("+", ","),
+        "--steps", str(ADAPTER_STEPS), "--seed", str(seed), "--threads", "1",
+        "--eval-list", str(corpus / "heldout_eval.list"), "--eval-sentences", "1",
+        "--no-register", "--no-progress",
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.evaluate import evaluate_speaker
+    from training.train_adapter import speaker_utterances
+    from training.train_base import BASE_DIR
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--voice", default="flite_rms")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--sentences", type=int, default=10)
+    p.add_argument("--jobs", type=int, default=3, help="adapters trained at once")
+    p.add_argument("--seed", type=int, default=DEMO_SEED)
+    args = p.parse_args(argv)
+
+    corpus, run_dir, _ = DemoRecipe().paths()
+    base = run_dir / "base" / BASE_DIR
+    root = run_dir / "ablation"
+    consent = demo_consent(args.voice, root / "consent.json")
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [
+            pool.submit(_train, v, args.voice, base, corpus, root / v, consent, args.seed)
+            for v in args.variants
+        ]
+        for f in futures:
+            f.result()
+    sentences = speaker_utterances(corpus / "heldout_eval.list", args.voice, None)[: args.sentences]
+    enrol = speaker_utterances(corpus / "heldout_train.list", args.voice, None)
+    report = evaluate_speaker(
+        base,
+        sentences,
+        enrol,
+        adapters=[(f"adapter [{v}]", root / v) for v in args.variants],
+        seed=args.seed,
+        command="python -m training.recipes.ablation " + " ".join(argv or sys.argv[1:]),
+    )
+    report.write(root / "ablation.json")
+    (root / "ablation.md").write_text(report.markdown() + "\n")
+    print(report.markdown())
+    print(json.dumps({"report": str(root / "ablation.json")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
