@@ -522,3 +522,54 @@ def test_runtime_selection(tiny_base: TinyBase, tmp_path: Path, monkeypatch: pyt
     (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
     assert isinstance(open_runtime(ServeSettings(base_model=base, bank_slots=2), version_dir), TorchRuntime)
     assert len(opened) == 2
+
+
+def test_gpu_runtime_selection(tiny_base: TinyBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tritone.serving.runtime_cuda as runtime_cuda
+    import tritone.serving.runtime_tensorrt as runtime_tensorrt
+    from tritone.serving.runtime_manifest import FORMAT, MANIFEST_FILE, config_to_dict, save_torch_weights
+    from tritone.serving.runtime_torch import TorchRuntime
+    from tritone.serving.service import ServeSettings, open_runtime
+
+    class FakeTensorRT:
+        def __init__(self, directory: Path) -> None:
+            self.directory = directory
+
+    class FakeCuda:
+        def __init__(self, model: Any, bank_size: int, max_rank: int) -> None:
+            self.model, self.bank_size = model, bank_size
+
+    monkeypatch.setattr(runtime_tensorrt, "TensorRTRuntime", FakeTensorRT)
+    monkeypatch.setattr(runtime_cuda, "CudaGraphRuntime", FakeCuda)
+    version_dir = tmp_path / "1"
+    version_dir.mkdir()
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "target": "gpu",
+        "base": {
+            "weights_sha256": tiny_base.model.weights_sha256,
+            "config": config_to_dict(tiny_base.model.config),
+        },
+        "torch_weights": {"file": "base.safetensors"},
+        "engines": {"skipped": "no TensorRT here"},
+    }
+    save_torch_weights(tiny_base.model, version_dir / "base.safetensors")
+    (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+    gpu = ServeSettings(target="gpu", bank_slots=2)
+    # no CUDA here: eager PyTorch on the CPU over the build's weights
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fallback = open_runtime(gpu, version_dir)
+    assert isinstance(fallback, TorchRuntime) and fallback.base_sha256 == tiny_base.model.weights_sha256
+    # CUDA, engines skipped by the build: CUDA graphs over the build's weights
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cuda = open_runtime(gpu, version_dir)
+    assert isinstance(cuda, FakeCuda) and cuda.bank_size == 3
+    assert cuda.model.weights_sha256 == tiny_base.model.weights_sha256
+    # engines built: TensorRT
+    manifest["engines"] = {"gpt_decode": {"file": "gpt_decode.plan"}}
+    (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+    trt = open_runtime(gpu, version_dir)
+    assert isinstance(trt, FakeTensorRT) and trt.directory == version_dir
+    assert isinstance(
+        open_runtime(ServeSettings(target="gpu", runtime="cuda", bank_slots=2), version_dir), FakeCuda
+    )

@@ -161,7 +161,9 @@ class TritonServer:
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
         self.env = dict(env or {})
-        self.log_file = Path(log_file) if log_file else data_dir() / "triton" / f"server-{self.http_port}.log"
+        # the server's files (backend copy, logs) go under the TRITONE_HOME it is given
+        self.home = Path(self.env["TRITONE_HOME"]) if self.env.get("TRITONE_HOME") else data_dir()
+        self.log_file = Path(log_file) if log_file else self.home / "triton" / f"server-{self.http_port}.log"
         self.models = list(models)
         self.extra_args = list(extra_args)
         self.startup_timeout_s = startup_timeout_s
@@ -205,7 +207,7 @@ class TritonServer:
 
     def start(self) -> TritonServer:
         install = TritonInstall.find()
-        backends = backend_dir(install)
+        backends = backend_dir(install, self.home / "triton" / "backends")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 (owned by the child for its lifetime)
         try:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "TRITONE_"
+RUNTIMES = ("auto", "onnx", "tensorrt", "cuda", "torch")
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ServeSettings:
     the config.pbtxt parameter `<name>`, else this default."""
 
     target: str = "cpu"  # cpu | gpu
-    runtime: str = "auto"  # auto (the build's graphs when present, else PyTorch) | onnx | torch
+    runtime: str = "auto"  # auto (what the build selected, else PyTorch) | onnx | tensorrt | cuda | torch
     base_model: str = ""  # base model bundle ("" -> <model version dir>/base, else the build's weights)
     mlflow_uri: str = ""  # registry tracking URI ("" -> the registry's default, under TRITONE_HOME)
     adapter_store: str = ""  # local adapter store ("" -> $TRITONE_HOME/adapters/store)
@@ -85,8 +86,8 @@ class ServeSettings:
         settings = cls(**values)
         if settings.target not in ("cpu", "gpu"):
             raise ValueError(f"target must be cpu or gpu, got {settings.target!r}")
-        if settings.runtime not in ("auto", "onnx", "torch"):
-            raise ValueError(f"runtime must be auto, onnx or torch, got {settings.runtime!r}")
+        if settings.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {settings.runtime!r}")
         if settings.bank_slots < 1:
             raise ValueError("bank_slots must be >= 1")
         return settings
@@ -133,14 +134,12 @@ def _torch_model(
         log.info("loading base model from %s", base_dir)
         return BaseModel.load(base_dir)
     weights = (built or {}).get("torch_weights")
-    if built is not None and weights and version_dir is not None:
-        from safetensors.torch import load_file
+    if weights and version_dir is not None:
+        from tritone.serving.runtime_manifest import load_torch_weights
 
-        from tritone.serving.runtime_manifest import config_from_dict
-
-        model = BaseModel(config_from_dict(built["base"]["config"]))
-        model.load_state_dict(load_file(str(version_dir / weights["file"])))
-        return model.eval()
+        log.info("loading the build's base weights from %s", version_dir / weights["file"])
+        model: BaseModel = load_torch_weights(version_dir / weights["file"])
+        return model
     raise FileNotFoundError(
         "no base model: set TRITONE_BASE_MODEL to a base model bundle (`tritone init-model`, training), "
         "or build the model repository (`tritone build`)"
@@ -150,13 +149,14 @@ def _torch_model(
 def open_runtime(
     settings: ServeSettings, version_dir: Path | None, model: BaseModel | None = None
 ) -> Runtime:
-    """The runtime for the target.
+    """The runtime for the target, as the build selected it.
 
-    cpu: ONNX Runtime over the graphs `tritone build` wrote into the version directory, when it
-    wrote any (the bank size and rank are then the build's) and no other base is named in
-    `base_model`, else PyTorch on the base bundle.
-    gpu: PyTorch on CUDA (the build's engines run once their runtime is available).
-    `runtime` = onnx | torch forces one.
+    cpu: ONNX Runtime over the graphs `tritone build --target cpu` wrote into the version
+    directory (the bank size and rank are then the build's), else PyTorch on the base bundle.
+    gpu: the build's TensorRT engines where it built them, else PyTorch CUDA with CUDA graphs
+    (over the base bundle or the build's `base.safetensors`).
+    A build of another base than the one `base_model` names is ignored. `runtime` forces one:
+    onnx | tensorrt (a build's), cuda (CUDA graphs) or torch (eager PyTorch on the target).
     """
     built = _built(version_dir) if model is None else None
     if built is not None and settings.base_model and settings.runtime == "auto":
@@ -169,19 +169,41 @@ def open_runtime(
                 bundle,
             )
             built = None
-    if settings.runtime == "onnx" and built is None:
-        raise FileNotFoundError(f"runtime onnx: no build in {version_dir} (run `tritone build --target cpu`)")
-    if built is not None and settings.runtime in ("auto", "onnx") and settings.target == "cpu":
+    if settings.runtime in ("onnx", "tensorrt") and built is None:
+        raise FileNotFoundError(
+            f"runtime {settings.runtime}: no build in {version_dir} (run `tritone build --target "
+            f"{'cpu' if settings.runtime == 'onnx' else 'gpu'}`)"
+        )
+    if built is not None and settings.target == "cpu" and settings.runtime in ("auto", "onnx"):
         from tritone.serving.runtime_onnx import OnnxRuntime
 
         assert version_dir is not None
         log.info("opening the ONNX graphs in %s", version_dir)
         return OnnxRuntime(version_dir, intra_op_threads=settings.threads)
+    engines = (built or {}).get("engines") or {}
+    has_engines = bool(engines) and "skipped" not in engines
+    if settings.runtime == "tensorrt" or (
+        settings.runtime == "auto" and settings.target == "gpu" and has_engines
+    ):
+        from tritone.serving.runtime_tensorrt import TensorRTRuntime
+
+        assert version_dir is not None
+        log.info("opening the TensorRT engines in %s", version_dir)
+        return TensorRTRuntime(version_dir)
+    model = model or _torch_model(settings, version_dir, built)
+    bank_size = settings.bank_slots + 1
+    cuda = settings.target == "gpu" and torch.cuda.is_available()
+    if settings.target == "gpu" and not cuda:
+        log.warning("target gpu but no CUDA device: serving with PyTorch on the CPU")
+    if cuda and settings.runtime in ("auto", "cuda"):
+        from tritone.serving.runtime_cuda import CudaGraphRuntime
+
+        return CudaGraphRuntime(model, bank_size=bank_size, max_rank=settings.max_rank)
     from tritone.serving.runtime_torch import TorchRuntime
 
-    model = model or _torch_model(settings, version_dir, built)
-    device = "cuda" if settings.target == "gpu" and torch.cuda.is_available() else "cpu"
-    return TorchRuntime(model, bank_size=settings.bank_slots + 1, max_rank=settings.max_rank, device=device)
+    return TorchRuntime(
+        model, bank_size=bank_size, max_rank=settings.max_rank, device="cuda" if cuda else "cpu"
+    )
 
 
 class TTSService:
