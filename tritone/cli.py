@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "adapters.cli",
     "gateway.cli",
     "build.cli",
+    "tritone.triton_cli",
 ]
 
 
