@@ -297,14 +297,13 @@ class Gateway:
         if lang not in LANGS:
             raise invalid(f"unsupported language {lang!r}; expected one of {', '.join(LANGS)}")
         try:
-            text = self.frontend._validate(req.text, lang)
+            self.frontend.validate(req.text, lang)  # the model normalises again; only the check matters
         except TextError as exc:
             raise invalid(str(exc)) from None
         params = _validate_params(req.params)
         prepared = Prepared(
             text=req.text, lang=lang, voice=None, explicit_tenant=False, params=params, stream=req.stream
         )
-        del text  # the model normalises again; only the check mattered
         if req.reference is not None:
             if req.voice:
                 raise invalid("give either a voice or reference audio for zero-shot cloning, not both")
@@ -330,7 +329,7 @@ class Gateway:
         if ref_lang not in LANGS:
             raise invalid(f"unsupported reference language {ref_lang!r}; expected one of {', '.join(LANGS)}")
         try:
-            self.frontend._validate(ref.text, ref_lang)
+            self.frontend.validate(ref.text, ref_lang)
         except TextError as exc:
             raise invalid(f"reference text: {exc}") from None
         if not ref.audio:

@@ -2,13 +2,15 @@
 
 `tts` is decoupled (one request, many responses), so every call, streaming or not, goes over
 Triton's bidirectional `ModelStreamInfer` RPC: the gateway sends one request and reads
-responses until the one flagged final (``triton_enable_empty_final_response``). Cancelling
-the iterator cancels the RPC, which cancels the request inside Triton. The model's contract
-is `model_repository/tts/config.pbtxt`.
+responses until the one flagged final (``triton_enable_empty_final_response``). Closing the
+iterator before that cancels the RPC, which cancels the request inside Triton; a request that
+got its final response is never cancelled (its RPC is left to end by itself). The model's
+contract is `model_repository/tts/config.pbtxt`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -99,7 +101,8 @@ def map_model_error(message: str) -> GatewayError:
 
     The model words its messages for this (tritone.serving.errors): bad input starts with
     "invalid request:", an unknown voice or version says "unknown voice", a revoked one
-    "revoked", overload and shutdown "unavailable".
+    "revoked", overload and shutdown "unavailable", a stored adapter it will not serve
+    "adapter refused" (INTERNAL: nothing the caller can fix).
     """
     text = message.strip().splitlines()[-1][:300] if message.strip() else "synthesis failed"
     low = message.lower()
@@ -111,6 +114,11 @@ def map_model_error(message: str) -> GatewayError:
         )
     if "cancelled" in low:
         return GatewayError(Code.CANCELLED, "the request was cancelled")
+    if "adapter refused" in low:  # the stored adapter is bad or does not fit the base: not the caller's
+        log.warning("the inference server refused a voice's adapter: %s", text)
+        return GatewayError(
+            Code.INTERNAL, "the voice's stored adapter was refused by the inference server"
+        )
     if any(h in low for h in _NOT_FOUND_HINTS):
         return GatewayError(Code.NOT_FOUND, text)
     if any(h in low for h in _MODEL_INPUT_HINTS):
@@ -187,12 +195,15 @@ class TritonEndpoint:
 
         call = self.stub.ModelStreamInfer(requests(), timeout=timeout)
         sample_rate, seed = 0, 0
+        complete = False  # the request got its final response (audio or error): nothing to cancel
         try:
             async for response in call:
                 if response.error_message:
+                    complete = True  # the model answers a refused or failed request with one final error
                     raise map_model_error(response.error_message)
                 infer = response.infer_response
                 final = bool(infer.parameters[_FINAL].bool_param) if _FINAL in infer.parameters else False
+                complete = final
                 audio = np.zeros(0, np.float32)
                 if infer.outputs:
                     result = InferResult(infer)
@@ -215,4 +226,28 @@ class TritonEndpoint:
             raise map_rpc_error(exc) from None
         finally:
             if not call.done():
-                call.cancel()
+                if complete:
+                    await _finish(call)
+                else:
+                    call.cancel()  # the client left or failed mid-request: stop it inside Triton
+
+
+async def _finish(call: Any, timeout: float = 5.0) -> None:
+    """Let the RPC of a completed request end by itself, without cancelling it.
+
+    With Triton 2.51, cancelling a stream whose request already completed intermittently leaves
+    the model referenced in Triton's core, so a later shutdown waits out its whole exit timeout.
+    The request stream is half-closed after its one request, so Triton ends the RPC (OK) right
+    after the final response; wait for that rather than dropping the call (which would cancel
+    it when collected). Only a call that still has not ended after ``timeout`` is cancelled.
+    """
+    try:
+        await asyncio.wait_for(call.code(), timeout)
+    except TimeoutError:
+        log.warning("a completed Triton stream did not end within %.0f s; cancelling it", timeout)
+        call.cancel()
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
+    except Exception as exc:  # the request is complete; how its RPC ends does not matter
+        log.debug("ending a completed Triton stream: %s", exc)

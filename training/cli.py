@@ -248,6 +248,12 @@ def add_train_commands(subparsers: Any) -> None:
         "--gan-start", type=int, default=None, help="SoVITS steps before the discriminators join"
     )
     base.add_argument(
+        "--prior-mel-weight",
+        type=float,
+        default=None,
+        help="weight of the prior mean's linear log-mel read-out loss (SoVITS, training only)",
+    )
+    base.add_argument(
         "--sovits-batch", type=int, default=None, help="SoVITS clips per batch and process (default 8)"
     )
     base.add_argument(
@@ -368,6 +374,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.gan_start = args.gan_start
     if args.prior_start is not None:
         recipe.sovits.prior_start = args.prior_start
+    if args.prior_mel_weight is not None:
+        recipe.sovits.prior_mel_weight = args.prior_mel_weight
     if args.sovits_batch is not None:
         recipe.sovits.max_batch = args.sovits_batch
         recipe.sovits.max_frames = 200 * args.sovits_batch

@@ -54,7 +54,7 @@ from training.losses import (
 )
 from training.preprocess import PrepItem, iter_batches, load_item
 from training.tracking import Tracker
-from tritone.audio.features import SpectrogramConfig
+from tritone.audio.features import SpectrogramConfig, spec_to_mel
 from tritone.models.sovits import S2TrainOutput, SoVITS, SoVITSConfig
 from tritone.models.vocoder import Vocoder, VocoderConfig
 
@@ -75,6 +75,7 @@ class S2TrainConfig:
     fine_mel: bool = True
     prior_start: int | None = None  # from this step the generator trains on the inference path
     prior_noise: float = 0.5  # the noise scale of that path (the pipeline's default)
+    prior_mel_weight: float = 0.0  # L1 of a linear log-mel read-out of the prior mean (training only)
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
@@ -251,6 +252,9 @@ def train_sovits(
     g_params = [p for p in gen.parameters() if p.requires_grad]
     opt_g = torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, eps=1e-9)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-9)
+    # training-only: a 1x1 conv from the prior mean to the log-mel of the same frames
+    aux = nn.Conv1d(sovits_config.inter_channels, SpectrogramConfig().n_mels, 1)
+    opt_aux = torch.optim.AdamW(aux.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-9)
     mel = MelLoss((SpectrogramConfig(), FINE_MEL) if cfg.fine_mel else (SpectrogramConfig(),))
     eval_mel = MelLoss((SpectrogramConfig(),))
     hop = sovits_config.hop_length
@@ -263,6 +267,9 @@ def train_sovits(
         disc.load_state_dict(state["disc"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        if "aux" in state:
+            aux.load_state_dict(state["aux"])
+            opt_aux.load_state_dict(state["opt_aux"])
         step = int(state["step"])
         set_rng_state(state["rng"])
         run_id = state.get("mlflow_run_id")
@@ -282,7 +289,7 @@ def train_sovits(
         uri=tracking_uri,
         run_id=run_id,
     )
-    gen_net, disc_net = ddp.wrap(gen, info), ddp.wrap(disc, info)
+    gen_net, disc_net, aux_net = ddp.wrap(gen, info), ddp.wrap(disc, info), ddp.wrap(aux, info)
     eval_examples = (
         [load_s2_example(it, eval_encoded[it.key]) for it in eval_items[: cfg.eval_utts]]
         if info.is_main
@@ -304,6 +311,7 @@ def train_sovits(
             lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.lr_floor)
             set_lr(opt_g, lr)
             set_lr(opt_d, lr)
+            set_lr(opt_aux, lr)
             gains = (torch.rand(len(idx)) * (cfg.gain_max - cfg.gain_min) + cfg.gain_min).tolist()
             batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx], gains)
             prior_noise = cfg.prior_noise if cfg.prior_start is not None and step >= cfg.prior_start else None
@@ -322,6 +330,12 @@ def train_sovits(
             loss_mel = mel(y_hat, y)
             loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
             loss_g = MEL_WEIGHT * loss_mel + KL_WEIGHT * loss_kl + out.commit_loss
+            if cfg.prior_mel_weight > 0:
+                target = spec_to_mel(batch.spec)  # [B, n_mels, T], the frames of m_p
+                frames = out.z_mask.sum().clamp(min=1.0) * target.shape[1]
+                loss_pm = torch.sum(torch.abs(aux_net(out.m_p) - target) * out.z_mask) / frames
+                loss_g = loss_g + cfg.prior_mel_weight * loss_pm
+                logs["loss_prior_mel"] = loss_pm.item()
             if use_gan:
                 _, d_fake, fmap_r, fmap_g = disc_net(y, y_hat)
                 loss_adv = generator_loss(d_fake)
@@ -329,10 +343,13 @@ def train_sovits(
                 loss_g = loss_g + loss_adv + loss_fm
                 logs["loss_adv"], logs["loss_fm"] = loss_adv.item(), loss_fm.item()
             opt_g.zero_grad(set_to_none=True)
+            opt_aux.zero_grad(set_to_none=True)
             loss_g.backward()
             logs["grad_norm_g"] = grad_norm(g_params)
             nn.utils.clip_grad_norm_(g_params, 100.0)
             opt_g.step()
+            if cfg.prior_mel_weight > 0:
+                opt_aux.step()
             logs.update(loss_g=loss_g.item(), loss_mel=loss_mel.item(), loss_kl=loss_kl.item())
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -361,6 +378,8 @@ def train_sovits(
                             "disc": disc.state_dict(),
                             "opt_g": opt_g.state_dict(),
                             "opt_d": opt_d.state_dict(),
+                            "aux": aux.state_dict(),
+                            "opt_aux": opt_aux.state_dict(),
                             "step": step,
                             "rng": rng_state(),
                             "config": asdict(cfg),

@@ -1,3 +1,3 @@
-"""Test support for the gateway: a stand-in `tts` model that honours the Triton contract
-(`model_repository/tts/config.pbtxt`) with synthetic speech-like audio, and a launcher for the
-real `tritonserver` binary that the nvidia-pytriton wheel ships."""
+"""Test support for the gateway: a whole serving stack on loopback (`stack`: an MLflow server,
+the real `tts` model on the real `tritonserver`, API keys, a gateway) and a gateway running in a
+background thread (`harness`)."""

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config import GatewaySettings
 from gateway.server import GatewayServer
+
+if TYPE_CHECKING:
+    from adapters.registry import AdapterRegistry
 
 T = TypeVar("T")
 
 
 class ThreadedGateway:
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, registry: AdapterRegistry | None = None) -> None:
         self.settings = settings
+        self.registry = registry  # the registry client the gateway uses (default: one for settings.mlflow_uri)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gateway-loop", daemon=True)
         self.server: GatewayServer | None = None
@@ -27,11 +32,23 @@ class ThreadedGateway:
         self.thread.start()
 
         async def make() -> GatewayServer:
-            server = GatewayServer(self.settings)
+            from gateway.service import Gateway
+
+            server = GatewayServer(self.settings, Gateway(self.settings, self.registry))
             await server.start()
             return server
 
         self.server = self.run(make())
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> ThreadedGateway:
+        """Wait until the gateway reports ready (a Triton replica ready, the registry reached)."""
+        deadline = time.monotonic() + timeout
+        while self.server is None or not self.server.gateway.readiness()[0]:
+            if time.monotonic() > deadline:
+                checks = self.server.gateway.readiness()[1] if self.server is not None else {}
+                raise TimeoutError(f"the gateway was not ready within {timeout:.0f} s: {checks}")
+            time.sleep(0.1)
         return self
 
     @property

@@ -31,6 +31,7 @@ SOVITS_STEPS = 1500
 SOVITS_GAN_START = 400
 SOVITS_PRIOR_START = 400
 SOVITS_BATCH_PER_PROCESS = 4  # x 2 DDP processes
+SOVITS_PRIOR_MEL_WEIGHT = 45.0
 ADAPTER_STEPS = 300
 TENANT = "demo"
 SHIP_LIMIT_BYTES = 30 * 1024 * 1024
@@ -80,6 +81,7 @@ def _base_args(recipe: DemoRecipe, corpus: Path, run_dir: Path) -> list[str]:
         "--sovits-steps", str(SOVITS_STEPS),
         "--gan-start", str(SOVITS_GAN_START),
         "--prior-start", str(SOVITS_PRIOR_START),
+        "--prior-mel-weight", str(SOVITS_PRIOR_MEL_WEIGHT),
     ]  # fmt: skip
     if recipe.threads:
         args += ["--threads", str(recipe.threads)]

@@ -177,6 +177,14 @@ class TextFrontend:
             )
         return text
 
+    def validate(self, text: str, lang: str) -> str:
+        """Check `text` and `lang` as `process` and `segments` do; return the canonical text.
+
+        Raises `TextError` (unsupported language, too long, empty, unspeakable characters or
+        nothing to speak) without running G2P, so callers can refuse bad input cheaply.
+        """
+        return self._validate(text, lang)
+
     # -- runs --------------------------------------------------------------------------
 
     def _runs(self, text: str, lang: str) -> list[_Run]:
