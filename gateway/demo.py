@@ -107,7 +107,75 @@ def _fallback_demo(root: Path, registry: Any) -> tuple[Path, Path, Any]:
     return base_dir, voice_dir, demo_consent("consent-demo", "tritone demo voice (synthetic)")
 
 
-def prepare(home: Path) -> dict[str, Any]:
+def shipped_demo(demo_dir: Path = DEMO_DIR) -> tuple[Path, Path, Path] | None:
+    """(base bundle, voice adapter, consent record) of the shipped demo, or None when it is absent.
+
+    A partial demo folder is reported (and not used) rather than half-used."""
+    paths = (demo_dir / "base", demo_dir / "voice", demo_dir / "consent.json")
+    present = [
+        (paths[0] / "manifest.json").is_file(),
+        (paths[1] / "manifest.json").is_file(),
+        paths[2].is_file(),
+    ]
+    if all(present):
+        return paths
+    if any(present) or demo_dir.is_dir():
+        missing = [
+            f"{p.relative_to(demo_dir.parent)}" for p, ok in zip(paths, present, strict=True) if not ok
+        ]
+        print(f"==> {demo_dir} is incomplete (missing {', '.join(missing)}); not using it", file=sys.stderr)
+    return None
+
+
+def _pinned_for(voice_dir: Path, pin: Any, work: Path) -> Path:
+    """The adapter as this registry can register it.
+
+    An adapter pins its base by registry name, version and weights hash, and the version is the
+    one of the registry it was trained against; here the same weights may have another version.
+    Then a copy whose manifest names this registry's version is registered: the tensors, the
+    voice prompt and their hashes are unchanged (a different weights hash is refused).
+    """
+    import json
+
+    from adapters.format import MANIFEST_FILE, read_manifest
+    from adapters.util import write_json
+
+    manifest, _ = read_manifest(voice_dir)
+    if manifest.base.weights_sha256 != pin.weights_sha256:
+        raise SystemExit(
+            f"{voice_dir} was trained on base {manifest.base.weights_sha256[:12]}, "
+            f"but the demo base is {pin.weights_sha256[:12]}: the demo folder is inconsistent"
+        )
+    if manifest.base == pin:
+        return voice_dir
+    out = work / "voice"
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(voice_dir, out)
+    data = json.loads((out / MANIFEST_FILE).read_text())
+    data["base"] = pin.to_dict()
+    write_json(out / MANIFEST_FILE, data)
+    return out
+
+
+def _register_demo_voice(registry: Any, voice_dir: Path, consent: Any) -> int:
+    """Register the demo voice (idempotent: the same files are the same version) and point
+    production at it, so a home that served another demo voice before switches to this one."""
+    from adapters.errors import PromotionRefused
+    from adapters.gate import PromotionGate
+
+    info = registry.register(voice_dir, consent=consent)
+    if registry.show(DEMO_VOICE).summary.aliases.get("production") != info.version:
+        try:
+            registry.promote(DEMO_VOICE, version=info.version)
+        except PromotionRefused as exc:
+            print(f"==> warning: {exc}; serving the demo voice anyway", file=sys.stderr, flush=True)
+            registry.gate = PromotionGate(minimums={}, maximums={})
+            registry.promote(DEMO_VOICE, version=info.version)
+    return int(info.version)
+
+
+def prepare(home: Path, demo_dir: Path = DEMO_DIR) -> dict[str, Any]:
     """Register the demo base and voice (idempotent) and make the API keys. Returns paths and the key."""
     from adapters.consent import ConsentRecord
     from adapters.registry import AdapterRegistry
@@ -115,35 +183,39 @@ def prepare(home: Path) -> dict[str, Any]:
 
     serve_dir = home / "serve"
     serve_dir.mkdir(parents=True, exist_ok=True)
-    shipped = (DEMO_DIR / "base").is_dir() and (DEMO_DIR / "voice" / "manifest.json").is_file()
-    if shipped:
-        base_dir, voice_dir = DEMO_DIR / "base", DEMO_DIR / "voice"
-        consent = ConsentRecord.load(DEMO_DIR / "consent.json")
-        print(f"==> demo voice: shipped bundle in {DEMO_DIR}", flush=True)
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    registry = AdapterRegistry(uri)
+    shipped = shipped_demo(demo_dir)
+    if shipped is not None:
+        base_dir, voice_dir, consent_file = shipped
+        print(f"==> demo voice: the shipped demo in {demo_dir}", flush=True)
+        consent = ConsentRecord.load(consent_file)
+        pin = registry.register_base(base_dir)
+        voice_dir = _pinned_for(voice_dir, pin, serve_dir / "shipped")
     else:
         banner(
             [
-                "NO SHIPPED DEMO MODEL FOUND (demo/base + demo/voice).",
+                f"NO SHIPPED DEMO MODEL FOUND ({demo_dir}/base, voice/, consent.json).",
                 "Falling back to a tiny RANDOM base model and a SYNTHETIC adapter:",
                 "everything works end to end, but the audio is noise, not speech.",
             ]
         )
-    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    registry = AdapterRegistry(uri)
-    if not shipped:
         base_dir, voice_dir, consent = _fallback_demo(serve_dir / "fallback", registry)
-    registry.register_base(base_dir)
-    try:
-        registry.show(DEMO_VOICE)
-    except ValueError:
-        info = registry.register(voice_dir, consent=consent)
-        registry.promote(DEMO_VOICE, version=info.version)
+    version = _register_demo_voice(registry, voice_dir, consent)
     keys_file, key_file = serve_dir / "api-keys", serve_dir / "api-key"
     if not key_file.exists() or not read_keys_file(keys_file).keys:
         _, key = add_key(keys_file, DEMO_TENANT, "make serve", {"zero_shot": True})
         key_file.write_text(key + "\n")
         key_file.chmod(0o600)
-    return {"uri": uri, "base": base_dir, "keys_file": keys_file, "key": key_file.read_text().strip()}
+    return {
+        "uri": uri,
+        "base": base_dir,
+        "voice": voice_dir,
+        "version": version,
+        "shipped": shipped is not None,
+        "keys_file": keys_file,
+        "key": key_file.read_text().strip(),
+    }
 
 
 async def _run(args: argparse.Namespace, home: Path, ready: dict[str, Any]) -> None:

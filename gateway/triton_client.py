@@ -116,9 +116,7 @@ def map_model_error(message: str) -> GatewayError:
         return GatewayError(Code.CANCELLED, "the request was cancelled")
     if "adapter refused" in low:  # the stored adapter is bad or does not fit the base: not the caller's
         log.warning("the inference server refused a voice's adapter: %s", text)
-        return GatewayError(
-            Code.INTERNAL, "the voice's stored adapter was refused by the inference server"
-        )
+        return GatewayError(Code.INTERNAL, "the voice's stored adapter was refused by the inference server")
     if any(h in low for h in _NOT_FOUND_HINTS):
         return GatewayError(Code.NOT_FOUND, text)
     if any(h in low for h in _MODEL_INPUT_HINTS):

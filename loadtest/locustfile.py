@@ -173,7 +173,9 @@ class TTSUser(User):
     def key(self, voice: Voice) -> str:
         return self.scenario.keys[voice.tenant]
 
-    def fire(self, request_type: str, name: str, seconds: float, length: int, exc: BaseException | None) -> None:
+    def fire(
+        self, request_type: str, name: str, seconds: float, length: int, exc: BaseException | None
+    ) -> None:
         self.environment.events.request.fire(
             request_type=request_type,
             name=name,
@@ -220,7 +222,13 @@ class HttpTTSUser(TTSUser):
     @task
     def synthesize(self) -> None:
         job = self.next_job()
-        body = {"text": job.text, "lang": "en", "voice": job.voice.ref, "params": job.params, "stream": job.stream}
+        body: dict[str, Any] = {
+            "text": job.text,
+            "lang": "en",
+            "voice": job.voice.ref,
+            "params": job.params,
+            "stream": job.stream,
+        }
         headers = {"Authorization": f"Bearer {self.key(job.voice)}"}
         wall, start = time.time(), time.perf_counter()
         first: float | None = None

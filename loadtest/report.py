@@ -59,7 +59,9 @@ class RunData:
             requests=read_csv(Path(f"{prefix}_requests.csv")),
         )
         if not data.stats:
-            raise FileNotFoundError(f"{prefix}_stats.csv is missing or empty (run locust with --csv {prefix})")
+            raise FileNotFoundError(
+                f"{prefix}_stats.csv is missing or empty (run locust with --csv {prefix})"
+            )
         return data
 
     def t0(self) -> float:
@@ -100,7 +102,9 @@ def _figure(rows: int = 1, height: float = 3.2) -> tuple[Any, Any]:
     return fig, axes[:, 0]
 
 
-def _requests_array(data: RunData, column: str, where: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _requests_array(
+    data: RunData, column: str, where: dict[str, str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     t0 = data.t0()
     rows = [r for r in data.requests if all(r.get(k) == v for k, v in (where or {}).items())]
     t = np.array([_num(r["start"]) - t0 + _num(r["latency_s"]) for r in rows])  # completion time
@@ -129,7 +133,9 @@ def plot_latency(data: RunData) -> str:
     return _png(fig)
 
 
-def _binned_rate(times: np.ndarray, weights: np.ndarray, end: float, width: float) -> tuple[np.ndarray, np.ndarray]:
+def _binned_rate(
+    times: np.ndarray, weights: np.ndarray, end: float, width: float
+) -> tuple[np.ndarray, np.ndarray]:
     edges = np.arange(0.0, max(end, width) + width, width)
     counts, _ = np.histogram(times, bins=edges, weights=weights)
     return edges[:-1] + width / 2, counts / width
@@ -174,7 +180,11 @@ def plot_first_audio(data: RunData) -> str:
                 continue
             over_time.scatter(t, v, s=8, label=f"{api} stream")
             ordered = np.sort(v)
-            cdf.plot(ordered, np.arange(1, ordered.size + 1) / ordered.size, label=f"{api} stream (n={ordered.size})")
+            cdf.plot(
+                ordered,
+                np.arange(1, ordered.size + 1) / ordered.size,
+                label=f"{api} stream (n={ordered.size})",
+            )
         over_time.set_title("Time to first audio of each streamed request (at its completion)")
     else:
         for name in data.names():
@@ -259,9 +269,23 @@ def build_report(prefix: str, out: Path | None = None, title: str = "tritone loa
     """Write the HTML report for the run with CSV prefix `prefix`; returns its path."""
     data = RunData.load(prefix)
     out = out or Path(f"{prefix}_report.html")
-    failures = int(_num(next((r for r in data.stats if r["Name"] == "Aggregated"), {}).get("Failure Count")) or 0)
-    cols = ["Type", "Name", "Request Count", "Failure Count", "50%", "95%", "99%", "Max Response Time", "Requests/s"]
-    stats_rows = [[r.get(c, "") if c in ("Type", "Name") else _fmt(r.get(c)) for c in cols] for r in data.stats]
+    failures = int(
+        _num(next((r for r in data.stats if r["Name"] == "Aggregated"), {}).get("Failure Count")) or 0
+    )
+    cols = [
+        "Type",
+        "Name",
+        "Request Count",
+        "Failure Count",
+        "50%",
+        "95%",
+        "99%",
+        "Max Response Time",
+        "Requests/s",
+    ]
+    stats_rows = [
+        [r.get(c, "") if c in ("Type", "Name") else _fmt(r.get(c)) for c in cols] for r in data.stats
+    ]
     fail_rows = [[r.get("Method", ""), r.get("Name", ""), r.get("Error", ""), r.get("Occurrences", "")]
                  for r in data.failures]  # fmt: skip
     locust_html = Path(f"{prefix}_locust.html")
@@ -274,7 +298,9 @@ def build_report(prefix: str, out: Path | None = None, title: str = "tritone loa
         _table(cols, stats_rows),
     ]
     if locust_html.is_file():
-        parts.append(f"<p>Locust's own report: <a href='{html.escape(locust_html.name)}'>{html.escape(locust_html.name)}</a></p>")
+        parts.append(
+            f"<p>Locust's own report: <a href='{html.escape(locust_html.name)}'>{html.escape(locust_html.name)}</a></p>"
+        )
     plots = [
         ("Latency percentiles over time", plot_latency(data)),
         ("Throughput", plot_throughput(data)),
@@ -284,7 +310,9 @@ def build_report(prefix: str, out: Path | None = None, title: str = "tritone loa
     for heading, png in plots:
         parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='data:image/png;base64,{png}'>")
     parts.append("<h2>Failures</h2>")
-    parts.append(_table(["Method", "Name", "Error", "Occurrences"], fail_rows) if fail_rows else "<p>none</p>")
+    parts.append(
+        _table(["Method", "Name", "Error", "Occurrences"], fail_rows) if fail_rows else "<p>none</p>"
+    )
     parts.append("</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts))

@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__.split("\n\n", 2)[2],
     )
     parser.add_argument("--count", type=int, default=64, help="voices to register (default 64)")
-    parser.add_argument("--tenants", type=int, default=4, help="tenants the voices are spread over (default 4)")
-    parser.add_argument("--home", type=Path, help="TRITONE_HOME of the stack (default: $TRITONE_HOME or data/)")
+    parser.add_argument(
+        "--tenants", type=int, default=4, help="tenants the voices are spread over (default 4)"
+    )
+    parser.add_argument(
+        "--home", type=Path, help="TRITONE_HOME of the stack (default: $TRITONE_HOME or data/)"
+    )
     parser.add_argument("--scenario", type=Path, help="scenario file (default HOME/loadtest/scenario.json)")
     parser.add_argument("--http", default=DEFAULT_HTTP, help=f"gateway HTTP URL (default {DEFAULT_HTTP})")
     parser.add_argument("--grpc", default=DEFAULT_GRPC, help=f"gateway gRPC address (default {DEFAULT_GRPC})")

@@ -151,7 +151,9 @@ class GlobalTTS:
 
         return SynthesisParams(**(params or {}))
 
-    def synthesize(self, text: str, lang: str, voice: str, params: dict[str, Any] | None = None) -> np.ndarray:
+    def synthesize(
+        self, text: str, lang: str, voice: str, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         self.use(voice)
         self.requests += 1
         return self.pipeline.synthesize(text, lang, self.prompt, self._params(params))
@@ -238,7 +240,9 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {"status": "ok"})
             elif self.path == "/stats":
                 t = state.tts
-                self._json(200, {"requests": t.requests, "swaps": t.swaps, "swap_s": t.swap_s, "voice": t.voice})
+                self._json(
+                    200, {"requests": t.requests, "swaps": t.swaps, "swap_s": t.swap_s, "voice": t.voice}
+                )
             else:
                 self._json(404, {"error": "not found"})
 
@@ -249,14 +253,20 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
                 text, voice = str(body["text"]), str(body["voice"])
-                lang, params, stream = str(body.get("lang", "en")), body.get("params") or {}, bool(body.get("stream"))
+                lang, params, stream = (
+                    str(body.get("lang", "en")),
+                    body.get("params") or {},
+                    bool(body.get("stream")),
+                )
             except (ValueError, KeyError, TypeError) as exc:
                 self._json(400, {"error": f"bad request: {exc}"})
                 return
             tts = state.tts
             try:
                 if not stream:
-                    (audio,) = list(state.serializer.submit(lambda: iter([tts.synthesize(text, lang, voice, params)])))
+                    (audio,) = list(
+                        state.serializer.submit(lambda: iter([tts.synthesize(text, lang, voice, params)]))
+                    )
                     data = wav_bytes(audio, sample_rate)
                     self.send_response(200)
                     self.send_header("Content-Type", "audio/wav")
@@ -337,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="write voices as full model copies (merged adapters)")
     prep.add_argument("--base", type=Path, required=True, help="base bundle directory")
-    prep.add_argument("--adapter", type=Path, action="append", required=True, help="adapter directory (repeat)")
+    prep.add_argument(
+        "--adapter", type=Path, action="append", required=True, help="adapter directory (repeat)"
+    )
     prep.add_argument("--out", type=Path, required=True, help="voices root")
     srv = sub.add_parser("serve", help="the one-request-at-a-time HTTP server")
     srv.add_argument("--base", type=Path, required=True, help="base bundle the server starts with")

@@ -232,7 +232,9 @@ class VoiceFactory:
         self.rank, self.scale = rank, scale
         self.clips = reference_clips(clips)
         pipeline = Pipeline(self.model)
-        self.prompts = [pipeline.build_voice_prompt(c.audio, c.sample_rate, c.text, c.lang) for c in self.clips]
+        self.prompts = [
+            pipeline.build_voice_prompt(c.audio, c.sample_rate, c.text, c.lang) for c in self.clips
+        ]
 
     def write(self, root: Path, spec: VoiceSpec) -> Path:
         clip = self.clips[spec.clip % len(self.clips)]

@@ -1,8 +1,10 @@
 """`make serve` (scripts/serve.sh) from a fresh copy of the working tree: it reaches readiness,
-serves one request, and Ctrl-C stops everything."""
+serves one request over the real `tts` model, and Ctrl-C stops everything; and the demo it
+serves: the shipped one under demo/ when present, else a tiny random base with a warning."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,11 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from gateway.testing.triton import free_port
+from tritone.serving.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,3 +85,73 @@ def test_make_serve_from_a_fresh_tree(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
         log.close()
+
+
+def _ship_demo(demo: Path, tiny_base: Any, prompt: Any) -> Path:
+    """A demo folder as the training recipe ships it (base bundle, voice adapter, consent record),
+    made from the tiny base. The adapter pins the base as version 3 of the registry it was trained
+    against, and its metrics miss the promotion gate."""
+    from adapters.format import BasePin, write_adapter
+    from adapters.synthetic import demo_consent, random_lora
+    from adapters.util import sha256_bytes
+    from gateway.testing.stack import lora_targets
+
+    shutil.copytree(tiny_base.path, demo / "base")
+    sha = json.loads((demo / "base" / "manifest.json").read_text())["weights_sha256"]
+    write_adapter(
+        demo / "voice",
+        voice="demo",
+        tenant="public",
+        base=BasePin("tritone-base", 3, sha),
+        lora=random_lora(tiny_base.model, lora_targets(), 4, seed=17, scale=0.3),
+        prompt=prompt,
+        consent_id="consent-shipped",
+        training_data_sha256=sha256_bytes(b"the demo corpus"),
+        metrics={"speaker_similarity": 0.5, "wer": 0.4},
+    )
+    (demo / "consent.json").write_text(demo_consent("consent-shipped", "Demo Speaker").to_json())
+    return demo
+
+
+def test_prepare_serves_the_shipped_demo_when_present(
+    tmp_path: Path,
+    tiny_base: Any,
+    reference_voice: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`make serve` uses demo/ when it is there (also in a home that served the fallback before),
+    and otherwise falls back to a tiny random base with a loud warning."""
+    from adapters.format import DATA_FILES
+    from adapters.registry import AdapterRegistry
+    from gateway.demo import DEMO_VOICE, prepare
+
+    home, demo = tmp_path / "home", tmp_path / "demo"
+    monkeypatch.setenv("TRITONE_HOME", str(home))  # as scripts/serve.sh runs it
+    fallback = prepare(home, demo)  # no demo folder yet
+    err = capsys.readouterr().err
+    assert "NO SHIPPED DEMO MODEL FOUND" in err and "RANDOM" in err
+    assert not fallback["shipped"] and fallback["base"] == home / "serve" / "fallback" / "base"
+
+    demo.mkdir()
+    (demo / "consent.json").write_text("{}")
+    assert not prepare(home, demo)["shipped"]  # an incomplete folder is reported, not used
+    assert "incomplete" in capsys.readouterr().err
+    shutil.rmtree(demo)
+
+    _ship_demo(demo, tiny_base, reference_voice)
+    ready = prepare(home, demo)
+    out = capsys.readouterr()
+    assert ready["shipped"] and ready["base"] == demo / "base"
+    assert "NO SHIPPED DEMO" not in out.err and "serving the demo voice anyway" in out.err
+    registry = AdapterRegistry(ready["uri"])
+    details = registry.show(DEMO_VOICE)
+    assert details.summary.aliases["production"] == ready["version"] != fallback["version"]
+    served = registry.resolve(DEMO_VOICE)
+    assert served.version == ready["version"]
+    # the shipped tensors and prompt, unchanged, pinned to this registry's version of the base
+    for name in DATA_FILES:
+        assert (served.path / name).read_bytes() == (demo / "voice" / name).read_bytes()
+    pin = registry.find_base(json.loads((demo / "base" / "manifest.json").read_text())["weights_sha256"])
+    assert pin is not None and served.base == pin
+    assert prepare(home, demo)["version"] == ready["version"]  # idempotent

@@ -20,7 +20,9 @@ T = TypeVar("T")
 class ThreadedGateway:
     def __init__(self, settings: GatewaySettings, registry: AdapterRegistry | None = None) -> None:
         self.settings = settings
-        self.registry = registry  # the registry client the gateway uses (default: one for settings.mlflow_uri)
+        self.registry = (
+            registry  # the registry client the gateway uses (default: one for settings.mlflow_uri)
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gateway-loop", daemon=True)
         self.server: GatewayServer | None = None

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,11 +36,12 @@ TTS_CONFIG = DEFAULT_REPO / "tts" / "config.pbtxt"
 CONSENT_ID = "consent-0001"
 
 
-def lora_targets() -> str:
-    """One regular expression for every LoRA target the serving runtime's bank holds."""
-    from tritone.serving.runtime import DEFAULT_TARGETS
+def lora_targets(*, gpt: bool = True) -> str:
+    """One regular expression for every LoRA target the serving runtime's bank holds (`gpt=False`:
+    leave GPT alone, so the voice's semantic tokens, and when they stop, are the base's)."""
+    from tritone.serving.runtime import DEFAULT_TARGETS, GPT_TARGETS
 
-    return "|".join(f"(?:{t})" for t in DEFAULT_TARGETS)
+    return "|".join(f"(?:{t})" for t in DEFAULT_TARGETS if gpt or t != GPT_TARGETS)
 
 
 class MlflowServer:
@@ -85,11 +86,20 @@ class MlflowServer:
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
                     if resp.status == 200:
-                        return self
+                        break
             except OSError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError("mlflow server not healthy")
+        else:
+            raise TimeoutError("mlflow server not healthy")
+        # The first API calls load the server's handlers and stores (seconds on a busy machine):
+        # make them here, so that clients with short timeouts (the gateway's) find it warm.
+        for path in ("registered-models/search?max_results=1", "model-versions/search?max_results=1"):
+            with urllib.request.urlopen(
+                f"{self.uri}/api/2.0/mlflow/{path}", timeout=max(5.0, deadline - time.monotonic())
+            ) as resp:
+                resp.read()
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -122,6 +132,35 @@ def make_keys(path: Path, spec: Mapping[str, tuple[str, Mapping[str, object]]]) 
     return keys
 
 
+_patience_lock = threading.Lock()
+_patience: list[dict[str, str | None]] = []  # the variables as they were, while patient calls run
+
+
+@contextlib.contextmanager
+def patient_registry_calls(timeout_s: int = 120, retries: int = 3) -> Iterator[None]:
+    """Generous MLflow HTTP timeouts and retries for the stack's own registry calls.
+
+    The gateway sets short ones for the whole process (a request must never hang on the
+    registry); setting up voices on a busy machine needs more. MLflow reads these variables
+    per request; they are restored afterwards.
+    """
+    names = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+    with _patience_lock:
+        _patience.append({k: os.environ.get(k) for k in names})
+        os.environ.update(names)
+    try:
+        yield
+    finally:
+        with _patience_lock:
+            saved = _patience.pop()
+            if not _patience:  # the outermost restores what was there before any of them
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+
 def kill_triton(server: TritonServer) -> None:
     """SIGKILL the server's whole process group (the server and its python model stub): a crash."""
     proc = server.process
@@ -148,6 +187,7 @@ class GatewayStack:
     triton: TritonServer
     settings: GatewaySettings
     gateway: ThreadedGateway | None = None
+    voice_targets: str | None = None  # LoRA targets of `add_version` (default: lora_targets())
     _n: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -162,9 +202,11 @@ class GatewayStack:
         promote: bool = True,
         rank: int = 4,
         scale: float = 0.3,
+        targets: str | None = None,
     ) -> VersionInfo:
-        """Register a new version of `tenant.voice`: a random LoRA (its own seed) over every target
-        the runtime holds, with the stack's voice prompt; promoted to production by default."""
+        """Register a new version of `tenant.voice`: a random LoRA (its own seed) over `targets`
+        (default: every target the runtime holds), with the stack's voice prompt; promoted to
+        production by default."""
         from adapters.format import write_adapter
         from adapters.synthetic import GOOD_METRICS, demo_consent, random_lora
         from adapters.util import sha256_bytes
@@ -177,16 +219,19 @@ class GatewayStack:
             voice=voice,
             tenant=tenant,
             base=self.pin,
-            lora=random_lora(self.base, lora_targets(), rank, seed=seed, scale=scale),
+            lora=random_lora(
+                self.base, targets or self.voice_targets or lora_targets(), rank, seed=seed, scale=scale
+            ),
             prompt=self.prompt,
             consent_id=CONSENT_ID,
             training_data_sha256=sha256_bytes(f"training data of {tenant}.{voice} {seed}".encode()),
             metrics=GOOD_METRICS,
             source={"kind": "synthetic", "seed": seed},
         )
-        info = self.registry.register(out, consent=demo_consent(CONSENT_ID))
-        if promote:
-            self.registry.promote(f"{tenant}.{voice}", to="production", version=info.version)
+        with patient_registry_calls():
+            info = self.registry.register(out, consent=demo_consent(CONSENT_ID))
+            if promote:
+                self.registry.promote(f"{tenant}.{voice}", to="production", version=info.version)
         return info
 
     def artifact_dir(self, info: VersionInfo) -> Path:
@@ -248,12 +293,14 @@ class GatewayStack:
         base_dir: Path,
         prompt: Any,
         tenants: Mapping[str, tuple[str, Mapping[str, object]]],
-        voices: list[tuple[str, str, int]] = (),  # type: ignore[assignment]
+        voices: Sequence[tuple[str, str, int]] = (),
         mlflow_server: bool = True,
+        voice_targets: str | None = None,
         triton_env: Mapping[str, str] | None = None,
         **gateway_settings: Any,
     ) -> Iterator[GatewayStack]:
-        """Start the stack; `voices` are (tenant, voice, LoRA seed), registered and promoted."""
+        """Start the stack; `voices` are (tenant, voice, LoRA seed), registered and promoted (their
+        LoRA over `voice_targets`, default every target the runtime holds)."""
         from adapters.registry import AdapterRegistry
         from adapters.store import AdapterStore
 
@@ -262,13 +309,8 @@ class GatewayStack:
         triton: TritonServer | None = None
         stack: GatewayStack | None = None
         try:
-            if mlflow_server:
-                mlflow = MlflowServer(root / "mlflow").start()
-                uri = mlflow.uri
-            else:
-                uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
-            registry = AdapterRegistry(uri, store=AdapterStore(root / "store"))
-            pin = registry.register_base(base_dir)  # before Triton: its model checks voices against it
+            mlflow = MlflowServer(root / "mlflow") if mlflow_server else None
+            uri = mlflow.uri if mlflow is not None else f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
             env = {
                 "TRITONE_HOME": str(root / "home"),
                 "TRITONE_BASE_MODEL": str(base_dir),
@@ -286,17 +328,23 @@ class GatewayStack:
             triton = TritonServer(
                 env=env, log_file=root / "triton.log", startup_timeout_s=300, exit_timeout_s=30
             )
-            started: list[BaseException] = []
+            # The model loads while the registry starts and the voices are registered: it needs the
+            # registry only when a voice is first used (its change feed retries until then).
+            failed: list[BaseException] = []
 
-            def start_triton() -> None:
+            def start_triton(server: TritonServer) -> None:
                 try:
-                    assert triton is not None
-                    triton.start()
-                except BaseException as exc:  # reported by the main thread
-                    started.append(exc)
+                    server.start()
+                except BaseException as exc:  # re-raised by the main thread
+                    failed.append(exc)
 
-            starter = threading.Thread(target=start_triton, name="triton-start", daemon=True)
-            starter.start()  # the model loads while the voices are registered
+            starter = threading.Thread(target=start_triton, args=(triton,), name="triton-start", daemon=True)
+            starter.start()
+            if mlflow is not None:
+                mlflow.start()
+            registry = AdapterRegistry(uri, store=AdapterStore(root / "store"))
+            with patient_registry_calls():
+                pin = registry.register_base(base_dir)
             keys = make_keys(root / "api-keys", tenants)
             settings = GatewaySettings.from_env(
                 **{
@@ -311,11 +359,12 @@ class GatewayStack:
                 }
             )
             stack = cls(root, mlflow, uri, registry, base, base_dir, pin, prompt, keys, triton, settings)
+            stack.voice_targets = voice_targets
             for tenant, voice, seed in voices:
                 stack.add_version(tenant, voice, seed)
             starter.join()
-            if started:
-                raise started[0]
+            if failed:
+                raise failed[0]
             stack.gateway = stack.start_gateway()
             yield stack
         finally:
