@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from tritone.benchmarking import machine
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -45,18 +46,6 @@ class CountingClient:
             return attr(*args, **kwargs)
 
         return call
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
 def _populate(registry: Any, root: Path, voices: int, tenant: str) -> list[str]:
@@ -171,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = "embedded sqlite" if args.tracking_uri is None else "mlflow server"
     command = "python -m adapters.bench_resolve" + (f" --voices {args.voices}" if args.voices != 1000 else "")
-    machine, date = _machine(), dt.date.today().isoformat()
+    where, date = machine(), dt.date.today().isoformat()
     rows = [
         (
             f"resolve, cached ({len(refs)} voices, {backend})",
@@ -190,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| figure | value | command | machine | date |")
     print("|---|---|---|---|---|")
     for figure, value in rows:
-        print(f"| {figure} | {value} | `{command}` | {machine} | {date} |")
+        print(f"| {figure} | {value} | `{command}` | {where} | {date} |")
     return 0
 
 

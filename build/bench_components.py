@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from build.parity import random_lora
+from tritone.benchmarking import machine
 from tritone.models.base import BaseModel, BaseModelConfig
 from tritone.serving.runtime import DEFAULT_TARGETS, Runtime
 from tritone.serving.runtime_graphs import lora_target_names
@@ -48,18 +48,6 @@ SHAPES = {
     "frames": 200,
     "samples": 80_000,
 }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
 def median_ms(fn: Callable[[], object], min_runs: int = 3, budget_s: float = 2.0) -> float:

@@ -22,10 +22,8 @@ Prints markdown rows for docs/BENCHMARKS.md (figure, value, command, machine, da
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,27 +33,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from tritone.benchmarking import machine
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it runs far away into the woods."
 REF_TEXT = "This is the reference clip."
 SR = 32_000
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ""
-    with contextlib.suppress(OSError):
-        load = f", load avg {os.getloadavg()[0]:.1f}"
-    return f"{cpu}, {os.cpu_count()} CPUs{load}, Python {platform.python_version()}"
 
 
 def reference_clip(seconds: float = 4.0) -> Any:

@@ -411,10 +411,10 @@ def run(s: Settings, command: str, keep: Path | None) -> Results:
     from adapters.registry import AdapterRegistry
     from adapters.store import AdapterStore
     from gateway.auth import add_key
-    from loadtest.bench_serving import machine
     from loadtest.texts import TextLengths
     from loadtest.upstream_style import dir_bytes, prepare_voice
     from loadtest.voices import VoiceFactory, register_voices, register_voices_bulk, voice_specs
+    from tritone.benchmarking import machine
 
     res = Results()
     with workdir(keep) as home:

@@ -1,0 +1,28 @@
+"""What every benchmark row says about where it was measured (`make bench`, docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """The machine column of a benchmark row: CPU, core count, load average now, Python version.
+
+    The load average is part of it because the shared benchmark machines often run other jobs:
+    a row measured under load says so."""
+    load = ""
+    with contextlib.suppress(OSError):
+        load = f", load avg {os.getloadavg()[0]:.1f}"
+    return f"{cpu_name()}, {os.cpu_count()} CPUs{load}, Python {platform.python_version()}"
