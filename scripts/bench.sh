@@ -6,7 +6,7 @@
 # --quick: fewer requests and repeats (served vs upstream-style: about 10 minutes instead of 25 on
 # 2 cores). --base: the base model of the served vs upstream-style rows (default auto: the shipped
 # demo/base when it exists, else a tiny random one). SECTIONs limit the run to those sections
-# (resolve, serving, upstream). Also read from TRITONE_BENCH_QUICK=1 and TRITONE_BENCH_BASE.
+# (resolve, serving, components, upstream). Also read from TRITONE_BENCH_QUICK=1 and TRITONE_BENCH_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -30,6 +30,7 @@ run() { local name=$1; shift; want "$name" || return 0; echo "==> bench: $name";
 
 run resolve -m adapters.bench_resolve
 run serving -m loadtest.bench_serving --threads 1 ${QUICK:+--repeats 1}
+run components -m build.bench_components --threads 1
 
 # Served stack vs the upstream-style path: one run measures, three sections show it.
 RESULTS=data/bench/upstream.json
