@@ -27,3 +27,23 @@ def test_every_make_bench_section_exists_in_the_doc() -> None:
     doc = DOC.read_text()
     for name in names:
         assert f"<!-- bench:{name} -->" in doc and f"<!-- /bench:{name} -->" in doc
+
+
+def test_machine_names_cpu_cores_load_and_python() -> None:
+    import platform
+
+    from tritone.benchmarking import machine
+
+    text = machine()
+    assert " CPUs" in text and f"Python {platform.python_version()}" in text
+    assert "|" not in text  # it goes into a markdown table cell
+
+
+def test_every_bench_script_uses_the_shared_machine_helper() -> None:
+    root = DOC.parent.parent
+    scripts = ["adapters/bench_resolve.py", "build/bench_components.py", "loadtest/bench_serving.py",
+               "loadtest/bench_upstream.py"]  # fmt: skip
+    for name in scripts:
+        source = (root / name).read_text()
+        assert "from tritone.benchmarking import machine" in source, name
+        assert "def machine(" not in source and "/proc/cpuinfo" not in source, name
