@@ -11,7 +11,10 @@
             `eval/<name>.json` (checked to be <= 30 MB); `make serve` loads exactly this
 
 The step counts below are the ones the shipped artifacts were trained with; every stage
-resumes, so an interrupted run continues where it stopped.
+resumes, so an interrupted run continues where it stopped. The shipped run itself was resumed
+across changes of the planned length (GPT planned 3000, then 1800 steps; SoVITS 2400, then 1500),
+so its learning-rate curve is not exactly the one a fresh run of these constants follows
+(docs/QUALITY.md §1 lists the segments); the data, seed, sizes and step counts are the same.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from typing import Any
 
 DEMO_SEED = 1234
 SSL_STEPS = 1200
-GPT_STEPS = 1800
-SOVITS_STEPS = 1500
+GPT_STEPS = 1500
+SOVITS_STEPS = 1000
 SOVITS_GAN_START = 400
 SOVITS_PRIOR_START = 400
 SOVITS_BATCH_PER_PROCESS = 4  # x 2 DDP processes
