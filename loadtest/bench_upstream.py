@@ -652,7 +652,8 @@ def render_memory(res: Results) -> list[str]:
     rows = [
         "| registered voices | served stack: RSS (PSS) of gateway + tritonserver + python stub | "
         "upstream-style, one model resident, swapped per voice (api_v2): RSS | "
-        "upstream-style, every voice loaded at once: RSS | on disk: adapters vs full copies | "
+        "upstream-style, every voice loaded at once as a full fine-tune (weights only): RSS | "
+        "on disk: adapters vs full copies | "
         "base | command | machine | date |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
