@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test lint serve bench chart clean
+.PHONY: setup test lint serve loadtest bench chart clean
 
 setup:
 	@scripts/setup.sh
@@ -14,6 +14,10 @@ setup:
 # The main job: demo voice + embedded MLflow + real Triton + gateway on loopback (Ctrl-C stops all).
 serve:
 	scripts/serve.sh $(ARGS)
+
+# A bounded headless Locust run against make serve's stack (started for the run if not up).
+loadtest: setup
+	scripts/loadtest.sh $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,7 +181,9 @@ class TritonEndpoint:
         except grpc.aio.AioRpcError as exc:
             raise RuntimeError(f"{exc.code().name}: {exc.details()}") from None
 
-    async def stream(self, request: TritonRequest, timeout: float | None) -> AsyncIterator[TritonChunk]:
+    async def stream(
+        self, request: TritonRequest, timeout: float | None
+    ) -> AsyncGenerator[TritonChunk, None]:
         """Send one request; yield the model's responses until the final one.
 
         Raises GatewayError. Closing the generator early (the client left) cancels the RPC.

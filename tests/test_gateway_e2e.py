@@ -40,6 +40,7 @@ from tritone.serving.client import tts_inputs
 FEED_INTERVAL = 1.0
 TEXT = "Hello from tritone, this is a test of the gateway."
 SHORT = "Hello there."
+REF_TEXT = "A reference sentence."
 LONG = "This sentence keeps the stream busy for a while. " * 8
 FAST: dict[str, Any] = {"max_new_tokens": 40}  # tokens per text segment (25 a second)
 TENANTS: dict[str, tuple[str, dict[str, object]]] = {
@@ -54,13 +55,11 @@ SEAM_SNR_DB = 25.0  # streamed vs offline audio, docs/SERVING.md
 
 class Stack(GatewayStack):
     def http(self, key: str | None = "acme") -> httpx.Client:
-        assert self.gateway is not None
         headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
-        return httpx.Client(base_url=self.gateway.http, headers=headers, timeout=120)
+        return httpx.Client(base_url=self.gw.http, headers=headers, timeout=120)
 
     def stub(self) -> tts_pb2_grpc.TextToSpeechStub:
-        assert self.gateway is not None
-        return tts_pb2_grpc.TextToSpeechStub(grpc.insecure_channel(self.gateway.grpc))
+        return tts_pb2_grpc.TextToSpeechStub(grpc.insecure_channel(self.gw.grpc))
 
     def md(self, key: str = "acme", rid: str | None = None) -> list[tuple[str, str]]:
         out = [("authorization", f"Bearer {self.keys[key]}")]
@@ -223,9 +222,8 @@ for i, m in enumerate(stub.SynthesizeStream(request, metadata=md, timeout=120)):
 print(len(voices.voices), len(r.audio), n)
 """
     )
-    assert stack.gateway is not None
     out = subprocess.run(  # from the generated folder, so only its modules are importable as tritone.v1
-        [sys.executable, str(script), stack.gateway.grpc, stack.keys["acme"]],
+        [sys.executable, str(script), stack.gw.grpc, stack.keys["acme"]],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin"},
@@ -266,9 +264,8 @@ def test_tenants_see_and_use_only_their_own_and_public_voices(stack: Stack) -> N
     r = stack.http(None).post("/v1/tts", json={"text": SHORT, "voice": "demo"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert stack.http(None).get("/v1/voices").status_code == 401
-    assert stack.gateway is not None
     r = httpx.post(
-        stack.gateway.http + "/v1/tts",
+        stack.gw.http + "/v1/tts",
         json={"text": SHORT, "voice": "demo"},
         headers={"Authorization": "Bearer tt_nope_x"},
     )
@@ -289,7 +286,7 @@ def _wav(seconds: float, sr: int = 32000, amp: float = 0.3, fmt: str = "WAV") ->
     return buf.getvalue()
 
 
-def _ref(audio: bytes, consent: str = "consent-0001", text: str = "A reference sentence.") -> dict[str, str]:
+def _ref(audio: bytes, consent: str = "consent-0001", text: str = REF_TEXT) -> dict[str, str]:
     return {
         "audio_base64": base64.b64encode(audio).decode(),
         "text": text,
@@ -444,7 +441,7 @@ def test_bad_input_grpc(stack: Stack) -> None:
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # malformed protobuf bytes
-    channel = grpc.insecure_channel(stack.gateway.grpc)
+    channel = grpc.insecure_channel(stack.gw.grpc)
     raw = channel.unary_unary(
         "/tritone.v1.TextToSpeech/Synthesize", request_serializer=None, response_deserializer=None
     )
@@ -522,7 +519,7 @@ def test_zero_shot_needs_permission_and_consent(stack: Stack) -> None:
             params={"seed": 9, "stream": False, **FAST},
             ref_audio=ref,
             ref_sample_rate=sr,
-            ref_text=body["reference"]["text"],
+            ref_text=REF_TEXT,
         )
     )
     assert direct.error is None, direct.error
@@ -618,7 +615,7 @@ def test_rate_limits_and_concurrency_caps(stack: Stack) -> None:
 
 
 def test_client_disconnect_cancels_the_triton_request(stack: Stack) -> None:
-    server = stack.gateway.server if stack.gateway else None
+    server = stack.gw.server
     assert server is not None
     before = _idle(stack)
     metrics_before = _metric(stack.triton_metrics(), "tritone_tts_cancelled_total")
@@ -664,7 +661,7 @@ def test_completed_requests_are_not_cancelled(stack: Stack) -> None:
             calls.append(open_call(*args, **kwargs))
             return calls[-1]
 
-        endpoint.stub.ModelStreamInfer = capture  # type: ignore[method-assign]
+        endpoint.stub.ModelStreamInfer = capture
 
         def request(rid: str, stream: bool, version: int | None = None) -> TritonRequest:
             return TritonRequest(
@@ -736,8 +733,7 @@ def test_health_readiness_metrics_reflection_and_openapi(stack: Stack) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    assert stack.gateway is not None
-    channel = grpc.insecure_channel(stack.gateway.grpc)
+    channel = grpc.insecure_channel(stack.gw.grpc)
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "tritone.v1.TextToSpeech"):
         assert (
@@ -780,9 +776,10 @@ def test_promotion_and_revocation_take_effect_within_the_interval(stack: Stack) 
     assert v_new != v_old
     poll = {**body, "params": {"seed": 11, "max_new_tokens": 8}}
     assert _poll(c, poll, _version_is(v_new), 3 * FEED_INTERVAL + 10) <= 2 * FEED_INTERVAL + 2.5
-    # the new version really is another voice: same text, seed and id, other audio
+    # the new version really is another voice: same text, seed and id, other audio (the same
+    # version gives the same samples, below)
     new = _pcm(c.post("/v1/tts", json=body, headers=same_id).content)
-    assert new.size != old.size or _snr_db(old, new) < 10.0
+    assert new.size != old.size or _snr_db(old, new) < 20.0
     # pinning a version still works, with that version's audio
     pinned = c.post("/v1/tts", json={**body, "voice": f"alice/{v_old}"}, headers=same_id)
     assert pinned.headers["x-voice-version"] == str(v_old)

@@ -244,6 +244,12 @@ class GatewayStack:
             return Path(source[len("file://") :])
         raise ValueError(f"cannot map artifact source {source!r} to a local path")
 
+    @property
+    def gw(self) -> ThreadedGateway:
+        """The stack's gateway."""
+        assert self.gateway is not None, "the stack's gateway is not running"
+        return self.gateway
+
     # -- Triton ----------------------------------------------------------------------------------
 
     def tts(self) -> TTSClient:
