@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from loadtest.bench_doc import DOC, replace_section
@@ -45,5 +47,14 @@ def test_every_bench_script_uses_the_shared_machine_helper() -> None:
                "loadtest/bench_upstream.py"]  # fmt: skip
     for name in scripts:
         source = (root / name).read_text()
-        assert "from tritone.benchmarking import machine" in source, name
+        assert re.search(r"from tritone\.benchmarking import [^\n]*\bmachine\b", source), name
         assert "def machine(" not in source and "/proc/cpuinfo" not in source, name
+
+
+def test_goal_verdict_follows_the_measured_value() -> None:
+    from tritone.benchmarking import goal_verdict
+
+    assert goal_verdict(3.2, 3, at_least=True) == "goal ≥ 3×: met"
+    assert goal_verdict(1.4, 3, at_least=True) == "goal ≥ 3×: **missed**"
+    assert goal_verdict(49.0, 50, at_least=False, unit="ms") == "goal ≤ 50 ms: met"
+    assert goal_verdict(71.0, 50, at_least=False, unit="ms") == "goal ≤ 50 ms: **missed**"

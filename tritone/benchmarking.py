@@ -26,3 +26,11 @@ def machine() -> str:
     with contextlib.suppress(OSError):
         load = f", load avg {os.getloadavg()[0]:.1f}"
     return f"{cpu_name()}, {os.cpu_count()} CPUs{load}, Python {platform.python_version()}"
+
+
+def goal_verdict(measured: float, target: float, *, at_least: bool, unit: str = "×") -> str:
+    """`goal ≥ 3×: met` or `goal ≤ 50 ms: **missed**`, decided from the measured value."""
+    met = measured >= target if at_least else measured <= target
+    sign = "≥" if at_least else "≤"
+    space = " " if unit and unit[0].isalnum() else ""
+    return f"goal {sign} {target:g}{space}{unit}: " + ("met" if met else "**missed**")
