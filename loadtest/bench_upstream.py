@@ -616,7 +616,7 @@ def render_throughput(res: Results) -> list[str]:
                     f"{_s(c['ttfa_p50'])} s{extra} (n={c['n']}{fails})")  # fmt: skip
 
         ratio = sv["throughput"] / up["throughput"] if up["throughput"] else math.nan
-        swaps = f" ({up.get('swaps', 0)} swaps)"
+        swaps = f" ({up.get('swaps', 0)} swaps, {up.get('swap_s', 0.0):.1f} s swapping)"
         rows.append(f"| {voices} | {conc} | {fmt(sv)} | {fmt(up, swaps)} | **{ratio:.2f}×** | {_tail(res)}")
     return rows
 
