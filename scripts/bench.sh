@@ -3,10 +3,12 @@
 #
 #   scripts/bench.sh [--quick] [--base auto|tiny|DIR] [SECTION ...]
 #
-# --quick: fewer requests and repeats (served vs upstream-style: about 10 minutes instead of 25 on
-# 2 cores). --base: the base model of the served vs upstream-style rows (default auto: the shipped
+# --quick: fewer requests and repeats (served vs upstream-style, tiny base: about 8 minutes
+# instead of 12 on 2 cores; the component section, about 13 minutes, is the same either way).
+# --base: the base model of the served vs upstream-style rows (default auto: the shipped
 # demo/base when it exists, else a tiny random one). SECTIONs limit the run to those sections
-# (resolve, serving, components, upstream). Also read from TRITONE_BENCH_QUICK=1 and TRITONE_BENCH_BASE.
+# (resolve, serving, components, upstream). Also read from TRITONE_BENCH_QUICK=1 and
+# TRITONE_BENCH_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,7 +21,7 @@ while (($#)); do
     --quick) QUICK=1 ;;
     --base) BASE=$2; shift ;;
     --base=*) BASE=${1#*=} ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) ONLY+=("$1") ;;
   esac
