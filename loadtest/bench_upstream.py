@@ -600,7 +600,7 @@ def _tail(res: Results) -> str:
 def render_throughput(res: Results) -> list[str]:
     rows = [
         "| voices | concurrency | served: audio s / wall s · latency p50 / p95 / p99 · first audio p50 | "
-        "upstream-style: audio s / wall s · latency p50 / p95 / p99 · first audio p50 (swaps) | "
+        "upstream-style: audio s / wall s · latency p50 / p95 / p99 · first audio p50; time swapping (swaps) | "
         "served ÷ upstream throughput | base | command | machine | date |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -616,7 +616,7 @@ def render_throughput(res: Results) -> list[str]:
                     f"{_s(c['ttfa_p50'])} s{extra} (n={c['n']}{fails})")  # fmt: skip
 
         ratio = sv["throughput"] / up["throughput"] if up["throughput"] else math.nan
-        swaps = f" ({up.get('swaps', 0)} swaps, {up.get('swap_s', 0.0):.1f} s swapping)"
+        swaps = f"; {up.get('swap_s', 0.0):.1f} s swapping ({up.get('swaps', 0)} swaps)"
         rows.append(f"| {voices} | {conc} | {fmt(sv)} | {fmt(up, swaps)} | **{ratio:.2f}×** | {_tail(res)}")
     return rows
 
