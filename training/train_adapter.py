@@ -18,10 +18,11 @@
    `staging`, with the training run as its lineage.
 
 Target groups (`--targets`): `gpt` (attention in/out projections and FFN of every layer), `ref`
-(reference encoder), `mrte` (the timbre cross-attention block), `flow` (coupling layers,
-including their `ge` conditioning), `vocoder` (the generator's input/conditioning/output convs and
-its undilated resblock convs). Only plain Linear/Conv1d layers with dilation 1 are wrapped, which
-is what the adapter format and the serving bank can hold.
+(reference encoder), `mrte` (the timbre cross-attention block), `flow` (the `ge` conditioning of
+every coupling layer), `vocoder` (the generator's input conv and its `ge` conditioning). `gpt`,
+`mrte`, `flow` and `vocoder` are exactly the serving runtime's targets
+(`tritone.serving.runtime.DEFAULT_TARGETS`), so an adapter trained with them can be loaded into the
+Triton adapter bank; `ref` is not served (its adapters work in the offline pipeline only).
 """
 
 from __future__ import annotations
@@ -51,14 +52,17 @@ from training.tracking import Tracker
 from tritone.audio.features import SpectrogramConfig
 from tritone.lora import LoRAWeights
 from tritone.models.base import BaseModel
+from tritone.serving.runtime import FLOW_TARGETS, GPT_TARGETS, SOVITS_TARGETS, VOCODER_TARGETS
 from tritone.voice import VoicePrompt
 
+# The served groups are the serving runtime's own patterns: an adapter the Triton bank cannot
+# hold would register fine and then be refused at the first request.
 TARGET_GROUPS: dict[str, str] = {
-    "gpt": r"gpt\.layers\.\d+\.(self_attn\.in_proj|self_attn\.out_proj|linear1|linear2)",
+    "gpt": GPT_TARGETS,
     "ref": r"sovits\.ref_enc\.(spectral\.\d+|temporal\.\d+\.conv|slf_attn\.(w_qs|w_ks|w_vs|fc)|fc)",
-    "mrte": r"sovits\.enc_p\.(mrte\.(c_pre|text_pre|c_post|cross_attention\.conv_[qkvo])|proj)",
-    "flow": r"sovits\.flow\.flows\.\d+\.(pre|post|enc\.cond_layer|enc\.in_layers\.\d+|enc\.res_skip_layers\.\d+)",
-    "vocoder": r"vocoder\.(conv_pre|cond|conv_post|resblocks\.\d+\.convs\d\.\d+)",
+    "mrte": SOVITS_TARGETS,
+    "flow": FLOW_TARGETS,
+    "vocoder": VOCODER_TARGETS,
 }
 DEFAULT_TARGETS = ("gpt", "mrte", "flow", "vocoder")
 

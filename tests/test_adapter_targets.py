@@ -1,0 +1,21 @@
+"""The adapter trainer's default target groups are modules the serving runtime's adapter bank
+holds: an adapter outside them registers, then the Triton bank refuses it at the first request."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo"])
+def test_default_adapter_targets_fit_the_serving_bank(preset: str) -> None:
+    from training.train_adapter import DEFAULT_TARGETS, target_modules
+    from tritone.models.base import BaseModel, BaseModelConfig
+    from tritone.serving import runtime
+    from tritone.serving.runtime_graphs import lora_target_names
+
+    model = BaseModel.random(getattr(BaseModelConfig, preset)(), seed=0)
+    trained = target_modules(model, DEFAULT_TARGETS)
+    served = set(lora_target_names(model, runtime.DEFAULT_TARGETS))
+    assert trained, "no target modules"
+    assert set(trained) <= served, sorted(set(trained) - served)[:8]
+    assert {n.split(".")[0] for n in trained} == {"gpt", "sovits", "vocoder"}
