@@ -15,7 +15,6 @@ path; the figures measured are about resolving. Prints markdown rows for docs/BE
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritone.benchmarking import machine
+from tritone.benchmarking import machine, print_table
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = "embedded sqlite" if args.tracking_uri is None else "mlflow server"
     command = "python -m adapters.bench_resolve" + (f" --voices {args.voices}" if args.voices != 1000 else "")
-    where, date = machine(), dt.date.today().isoformat()
+    where = machine()
     rows = [
         (
             f"resolve, cached ({len(refs)} voices, {backend})",
@@ -176,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             f"median {statistics.median(download_ms):.1f} ms, p99 {_percentile(download_ms, 0.99):.1f} ms",
         ),
     ]
-    print("| figure | value | command | machine | date |")
-    print("|---|---|---|---|---|")
-    for figure, value in rows:
-        print(f"| {figure} | {value} | `{command}` | {where} | {date} |")
+    print_table(rows, command, where)
     return 0
 
 

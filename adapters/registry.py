@@ -98,6 +98,23 @@ def _metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
     return {f"metric.{k}": repr(float(v)) for k, v in metrics.items()}
 
 
+def version_tags(manifest: Manifest, content: str) -> dict[str, str]:
+    """The tags of a new adapter version: content hash, base pin, lineage, consent, metrics."""
+    return {
+        "content_sha256": content,
+        "base_name": manifest.base.name,
+        "base_version": str(manifest.base.version),
+        "base_sha256": manifest.base.weights_sha256,
+        "consent_id": manifest.consent_id,
+        "training_data_sha256": manifest.training_data_sha256,
+        "format_version": str(manifest.format_version),
+        "rank": str(manifest.rank),
+        "source_kind": str(manifest.source.get("kind", "")),
+        "state": STATE_ACTIVE,
+        **_metric_tags(manifest.metrics),
+    }
+
+
 def _metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in tags.items():
@@ -423,21 +440,11 @@ class AdapterRegistry:
 
         run_id = self._log_adapter_run(voice, manifest, adapter_dir, content, record, run_id)
         artifact_uri = self.client.get_run(run_id).info.artifact_uri
-        tags = {
-            "content_sha256": content,
-            "base_name": manifest.base.name,
-            "base_version": str(manifest.base.version),
-            "base_sha256": manifest.base.weights_sha256,
-            "consent_id": manifest.consent_id,
-            "training_data_sha256": manifest.training_data_sha256,
-            "format_version": str(manifest.format_version),
-            "rank": str(manifest.rank),
-            "source_kind": str(manifest.source.get("kind", "")),
-            "state": STATE_ACTIVE,
-            **_metric_tags(manifest.metrics),
-        }
         mv = self.client.create_model_version(
-            voice.model_name, source=f"{artifact_uri}/adapter/{content[:16]}", run_id=run_id, tags=tags
+            voice.model_name,
+            source=f"{artifact_uri}/adapter/{content[:16]}",
+            run_id=run_id,
+            tags=version_tags(manifest, content),
         )
         version = int(mv.version)
         if stage:

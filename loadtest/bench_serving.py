@@ -22,7 +22,6 @@ Prints markdown rows for docs/BENCHMARKS.md (figure, value, command, machine, da
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import sys
@@ -33,7 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tritone.benchmarking import goal_verdict, machine
+from tritone.benchmarking import goal_verdict, machine, print_table
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -211,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     st = {k: statistics.median(v) for k, v in stage.items()}
     splits = {k: statistics.median(v) for k, v in split_runs.items()}
     where = machine()
-    date = dt.date.today().isoformat()
     rows = [
         (
             f"{n} requests in {n} different voices vs {n} in one voice (concurrent, {args.preset} base, Triton, CPU)",
@@ -240,10 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             f"SoVITS + vocoder {splits.get('acoustic_s', 0):.2f} s",
         ),
     ]
-    print("| figure | value | command | machine | date |")
-    print("|---|---|---|---|---|")
-    for figure, value in rows:
-        print(f"| {figure} | {value} | `{command}` | {where} | {date} |")
+    print_table(rows, command, where)
     return 0
 
 

@@ -169,7 +169,7 @@ def register_voices_bulk(registry: Any, dirs: Sequence[Path]) -> int:
     content hash, base pin, consent, metrics) and the `staging` and `production` aliases.
     """
     from adapters.format import read_manifest
-    from adapters.registry import ADAPTER_EXPERIMENT, STATE_ACTIVE
+    from adapters.registry import ADAPTER_EXPERIMENT, STATE_ACTIVE, version_tags
 
     client = registry.client
     record = consent()
@@ -199,19 +199,7 @@ def register_voices_bulk(registry: Any, dirs: Sequence[Path]) -> int:
             model_name,
             source=f"{run.info.artifact_uri}/adapter/{content[:16]}",
             run_id=run.info.run_id,
-            tags={
-                "content_sha256": content,
-                "base_name": manifest.base.name,
-                "base_version": str(manifest.base.version),
-                "base_sha256": manifest.base.weights_sha256,
-                "consent_id": manifest.consent_id,
-                "training_data_sha256": manifest.training_data_sha256,
-                "format_version": str(manifest.format_version),
-                "rank": str(manifest.rank),
-                "source_kind": str(manifest.source.get("kind", "")),
-                "state": STATE_ACTIVE,
-                **{f"metric.{k}": repr(float(v)) for k, v in manifest.metrics.items()},
-            },
+            tags=version_tags(manifest, content),
         )
         for alias in ("staging", "production"):
             client.set_registered_model_alias(model_name, alias, str(mv.version))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -34,3 +36,12 @@ def goal_verdict(measured: float, target: float, *, at_least: bool, unit: str = 
     sign = "≥" if at_least else "≤"
     space = " " if unit and unit[0].isalnum() else ""
     return f"goal {sign} {target:g}{space}{unit}: " + ("met" if met else "**missed**")
+
+
+def print_table(rows: Sequence[tuple[str, str]], command: str, where: str) -> None:
+    """Print `(figure, value)` rows as the markdown table of a BENCHMARKS.md section, dated today."""
+    date = dt.date.today().isoformat()
+    print("| figure | value | command | machine | date |")
+    print("|---|---|---|---|---|")
+    for figure, value in rows:
+        print(f"| {figure} | {value} | `{command}` | {where} | {date} |")
