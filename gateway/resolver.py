@@ -181,6 +181,10 @@ class VoiceResolver:
         self._on_lookup("miss")
         try:
             value = self._resolve_cold(ref)
+        except VoiceRevoked:
+            # The registry said so before the feed did: list and serve it as revoked from now on.
+            self.note_revoked(ref.voice)
+            raise
         except (AdapterError, InvalidName):
             raise
         except Exception as exc:
@@ -196,6 +200,17 @@ class VoiceResolver:
             if ref.voice not in self._revoked:
                 self._cache[key] = _Cached(value, now)
         return value
+
+    def note_revoked(self, voice: VoiceId) -> None:
+        """Treat the voice as revoked now (revocation is irreversible): it leaves the catalog and
+        its cached resolutions, without waiting for the feed's next poll."""
+        with self._lock:
+            self._revoked.add(voice)
+            entry = self._catalog.get(voice)
+            latest = entry.latest_version if entry is not None else None
+            self._catalog[voice] = CatalogEntry(voice, {}, latest, revoked=True)
+            for key in [k for k, c in self._cache.items() if c.value.voice == voice]:
+                del self._cache[key]
 
     def _resolve_cold(self, ref: VoiceRef) -> ResolvedVersion:
         client = self.registry.client

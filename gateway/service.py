@@ -402,10 +402,17 @@ class Gateway:
                     ref_lang=job.ref_lang,
                 )
                 payload = Payload.create(principal.tenant, voice_name, request_id)
-                async for event in self._run(
-                    request, payload, principal, voice_name or request_id, deadline, api, t0
-                ):
-                    yield event
+                try:
+                    async for event in self._run(
+                        request, payload, principal, voice_name or request_id, deadline, api, t0
+                    ):
+                        yield event
+                except GatewayError as exc:
+                    # The model's registry watcher may see a revocation before ours does: agree
+                    # with it at once, so the voice list matches the 404 just returned.
+                    if job.voice is not None and exc.code is Code.NOT_FOUND and "revoked" in exc.message:
+                        self.resolver.note_revoked(resolved.voice)
+                    raise
             finally:
                 self.inflight -= 1
                 self.metrics.inflight.set(self.inflight)

@@ -530,3 +530,29 @@ def test_store_put_remove_and_refuse_bad_content(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="64 lowercase hex"):
         store.path_for("../../etc")
     assert store.remove(content) and not path.exists() and not store.remove(content)
+
+
+def test_gateway_resolver_lists_a_voice_as_revoked_once_a_resolution_finds_it_revoked(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A cold resolution can learn of a revocation before the change feed's next poll; the
+    voice list must agree with the 404 the caller just got, not wait for the feed."""
+    from adapters.names import parse_voice_ref
+    from gateway.resolver import VoiceResolver
+
+    reg = _registry(backend, tmp_path)
+    voice, _ = _new_voice(backend, reg, tmp_path)
+    reg.promote(voice)
+    resolver = VoiceResolver(_registry(backend, tmp_path / "gw"), feed_interval_s=3600, ttl_s=0.0)
+    resolver.poll_once()  # warm catalog; the feed thread is never started, so it cannot help
+    ref = parse_voice_ref(voice, default_tenant="acme")
+    assert resolver.resolve(ref).version == 1
+    assert voice in {str(e.voice) for e in resolver.catalog()} and resolver.known(ref.voice)
+
+    reg.revoke(voice)
+    with pytest.raises(VoiceRevoked):
+        resolver.resolve(ref)  # ttl 0: a cold resolution, which reads the version's state
+    assert voice not in {str(e.voice) for e in resolver.catalog()}
+    assert resolver.known(ref.voice) is False
+    with pytest.raises(VoiceRevoked):
+        resolver.resolve(parse_voice_ref(f"{voice}/1", default_tenant="acme"))
