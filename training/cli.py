@@ -263,6 +263,12 @@ def add_train_commands(subparsers: Any) -> None:
         help="SoVITS step from which the generator trains on the inference path",
     )
     base.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    base.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: one GPU per process where CUDA is available (torchrun: GPU LOCAL_RANK), else CPU",
+    )
     base.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the registry's)")
     base.add_argument("--no-progress", action="store_true", help="no progress bars")
     base.set_defaults(func=_cmd_train_base)
@@ -336,6 +342,12 @@ def add_train_commands(subparsers: Any) -> None:
     demo.add_argument("--seed", type=int, default=1234)
     demo.add_argument("--stage", default="all", help="base, adapters, eval, ship or all")
     demo.add_argument("--threads", type=int, default=None)
+    demo.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="base training on one GPU where CUDA is available (auto), or on the CPU cores",
+    )
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_cmd_train_demo)
 
@@ -363,6 +375,7 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,
         threads=args.threads,
+        device=args.device,
     )
     if args.ssl_steps is not None:
         recipe.ssl.steps = args.ssl_steps
@@ -461,6 +474,7 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
         voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()),
         seed=args.seed,
         threads=args.threads,
+        device=args.device,
         progress=not args.no_progress,
     )
     print(json.dumps(run_demo(recipe, args.stage), indent=2, default=str))

@@ -38,11 +38,25 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
+def _on_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        out = type(obj)((k, _on_cpu(v)) for k, v in obj.items())  # keeps OrderedDict
+        if hasattr(obj, "_metadata"):  # a state_dict's per-module versions
+            out._metadata = obj._metadata  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
-    """Atomic `torch.save` (a crash mid-write leaves the previous checkpoint intact)."""
+    """Atomic `torch.save` (a crash mid-write leaves the previous checkpoint intact), every tensor
+    on the CPU, so a checkpoint written on a GPU loads anywhere."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(dict(state), tmp)
+    torch.save(_on_cpu(dict(state)), tmp)
     os.replace(tmp, path)
 
 
@@ -54,13 +68,24 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def to_device(tensors: Sequence[Tensor], device: torch.device) -> tuple[Tensor, ...]:
+    """A batch's tensors on the training device (no copy where they are there already)."""
+    return tuple(t.to(device, non_blocking=True) for t in tensors)
 
 
 def pad_1d(seqs: Sequence[Tensor], value: int | float = 0) -> tuple[Tensor, Tensor]:

@@ -30,7 +30,7 @@ def kl_loss(z_p: Tensor, logs_q: Tensor, m_p: Tensor, logs_p: Tensor, z_mask: Te
 
 def feature_loss(fmap_r: Sequence[Sequence[Tensor]], fmap_g: Sequence[Sequence[Tensor]]) -> Tensor:
     """Feature matching: L1 between the discriminators' feature maps of real and generated audio."""
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=fmap_g[0][0].device)
     for dr, dg in zip(fmap_r, fmap_g):
         for r, g in zip(dr, dg):
             loss = loss + torch.mean(torch.abs(r.detach() - g))
@@ -38,14 +38,14 @@ def feature_loss(fmap_r: Sequence[Sequence[Tensor]], fmap_g: Sequence[Sequence[T
 
 
 def discriminator_loss(real: Sequence[Tensor], fake: Sequence[Tensor]) -> Tensor:
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=fake[0].device)
     for dr, dg in zip(real, fake):
         loss = loss + torch.mean((1.0 - dr) ** 2) + torch.mean(dg**2)
     return loss
 
 
 def generator_loss(fake: Sequence[Tensor]) -> Tensor:
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=fake[0].device)
     for dg in fake:
         loss = loss + torch.mean((1.0 - dg) ** 2)
     return loss

@@ -61,6 +61,7 @@ class BaseRecipe:
     tracking_uri: str | None = None
     progress: bool = True
     threads: int | None = None  # torch CPU threads per process (default: torch's choice)
+    device: str = "auto"  # auto (a GPU per process where CUDA is available) | cpu | cuda
     ssl: SSLTrainConfig = field(default_factory=SSLTrainConfig)
     gpt: GPTTrainConfig = field(default_factory=GPTTrainConfig)
     sovits: S2TrainConfig = field(default_factory=S2TrainConfig)
@@ -69,6 +70,7 @@ class BaseRecipe:
         for cfg in (self.ssl, self.gpt, self.sovits):
             cfg.seed = self.seed
             cfg.threads = self.threads
+            cfg.device = self.device
 
     def model_config(self) -> BaseModelConfig:
         if self.init is not None:
@@ -83,7 +85,7 @@ class BaseTrainer:
 
     def __init__(self, recipe: BaseRecipe) -> None:
         self.recipe = recipe
-        self.info = ddp.setup(recipe.threads)
+        self.info = ddp.setup(recipe.threads, recipe.device)
         self.config = recipe.model_config()
         self.init_model = BaseModel.load(recipe.init) if recipe.init is not None else None
         self.run_dir = recipe.run_dir

@@ -34,6 +34,7 @@ from training.common import (
     seed_everything,
     set_lr,
     set_rng_state,
+    to_device,
 )
 from training.preprocess import PrepItem, iter_batches, load_item
 from training.tracking import Tracker
@@ -55,6 +56,7 @@ class GPTTrainConfig:
     eval_every: int = 250
     ckpt_every: int = 250
     threads: int | None = None
+    device: str = "auto"  # training/ddp.py: auto | cpu | cuda
 
 
 @dataclass
@@ -103,7 +105,9 @@ class GPTLoss(nn.Module):
         self, phones: Tensor, phone_lens: Tensor, bert: Tensor, codes: Tensor, code_lens: Tensor
     ) -> tuple[Tensor, Tensor]:
         logits, targets = self.gpt(phones, phone_lens, bert, codes, code_lens)
-        valid = torch.arange(codes.shape[1]).unsqueeze(0) < code_lens.unsqueeze(1)  # [B, Ty]
+        valid = torch.arange(codes.shape[1], device=codes.device).unsqueeze(0) < code_lens.unsqueeze(
+            1
+        )  # [B, Ty]
         ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         loss = (ce * valid).sum() / valid.sum().clamp(min=1)
         masked_targets = targets.masked_fill(~valid, self.gpt.config.eos)
@@ -114,11 +118,12 @@ class GPTLoss(nn.Module):
 @torch.no_grad()
 def evaluate_gpt(model: GPTLoss, examples: Sequence[GPTExample], bert_dim: int) -> dict[str, float]:
     model.eval()
+    device = next(model.parameters()).device
     total_loss = total_acc = 0.0
     n = 0
     for start in range(0, len(examples), 16):
         batch = examples[start : start + 16]
-        loss, acc = model(*collate(batch, bert_dim))
+        loss, acc = model(*to_device(collate(batch, bert_dim), device))
         total_loss += float(loss) * len(batch)
         total_acc += float(acc) * len(batch)
         n += len(batch)
@@ -140,7 +145,7 @@ def train_gpt(
 ) -> Path:
     """Train and write `run_dir/gpt-final.pt` (the GPT state dict and stats); resumable."""
     cfg = cfg or GPTTrainConfig()
-    info = ddp.setup(cfg.threads)
+    info = ddp.setup(cfg.threads, cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / GPT_FINAL
     if ddp.broadcast_object(final.is_file(), info):
@@ -149,11 +154,17 @@ def train_gpt(
     gpt = GPT(gpt_config)
     if init_state is not None:
         gpt.load_state_dict(init_state)
+    gpt.to(info.device)
     model = GPTLoss(gpt)
     opt = torch.optim.AdamW(gpt.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     examples = load_examples(items, encoded, progress and info.is_main)
     eval_examples = load_examples(eval_items, eval_encoded, False) if info.is_main else []
-    params = {**asdict(cfg), **{f"gpt.{k}": v for k, v in asdict(gpt_config).items()}, "world": info.world}
+    params = {
+        **asdict(cfg),
+        **{f"gpt.{k}": v for k, v in asdict(gpt_config).items()},
+        "world": info.world,
+        "device_type": info.device.type,
+    }
     params["n_params"] = sum(p.numel() for p in gpt.parameters())
     params["n_train"], params["n_eval"] = len(examples), len(eval_examples)
     ckpt_path = run_dir / CKPT_LATEST
@@ -189,7 +200,8 @@ def train_gpt(
                 break
             lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
             set_lr(opt, lr)
-            loss, acc = net(*collate([examples[i] for i in idx], gpt_config.bert_dim))
+            batch = collate([examples[i] for i in idx], gpt_config.bert_dim)
+            loss, acc = net(*to_device(batch, info.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gn = float(nn.utils.clip_grad_norm_(gpt.parameters(), 1.0))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from training.common import (
     seed_everything,
     set_lr,
     set_rng_state,
+    to_device,
 )
 from training.gan import make_discriminator
 from training.losses import (
@@ -68,7 +69,7 @@ class S2TrainConfig:
     warmup: int = 200
     lr_floor: float = 0.3
     betas: tuple[float, float] = (0.8, 0.99)
-    max_frames: int = 1600  # padded 50 Hz frames per batch
+    max_frames: int = 1600  # padded 50 Hz frames per batch (per process)
     max_batch: int = 8
     gan_start: int = 600  # steps of mel + KL only before the discriminators join
     d_shrink: int = 8  # discriminator width divisor (1 = upstream's MPD)
@@ -84,6 +85,7 @@ class S2TrainConfig:
     ckpt_every: int = 200
     eval_utts: int = 12
     threads: int | None = None
+    device: str = "auto"  # training/ddp.py: auto | cpu | cuda
 
 
 @dataclass
@@ -94,6 +96,9 @@ class S2Batch:
     phones: Tensor  # [B, N]
     phone_lens: Tensor  # [B]
     wav: Tensor  # [B, 1, T * hop]
+
+    def to(self, device: torch.device) -> S2Batch:
+        return S2Batch(*to_device([getattr(self, f.name) for f in fields(self)], device))
 
 
 def load_s2_example(item: PrepItem, encoded_path: Path) -> dict[str, Tensor]:
@@ -126,7 +131,7 @@ def collate_s2(examples: Sequence[dict[str, Tensor]], gains: Sequence[float] | N
 def slice_wav(wav: Tensor, starts: Tensor, frames: int, hop: int) -> Tensor:
     """The waveform segments matching z slices: wav [B, 1, N], starts [B] (frames) -> [B, 1, frames*hop]."""
     n = frames * hop
-    out = torch.zeros(wav.shape[0], 1, n)
+    out = torch.zeros(wav.shape[0], 1, n, dtype=wav.dtype, device=wav.device)
     for b, s in enumerate(starts.tolist()):
         seg = wav[b, :, s * hop : s * hop + n]
         out[b, :, : seg.shape[1]] = seg
@@ -174,14 +179,17 @@ def synthesize_from_codes(
     noise_scale: float = 0.5,
     seed: int = 0,
 ) -> Tensor:
-    """Inference path for one clip: codes [T25], phones [N], ref_spec [bins, Tr] -> wav [samples]."""
+    """Inference path for one clip: codes [T25], phones [N], ref_spec [bins, Tr] -> wav [samples]
+    (on the models' device)."""
+    device = next(sovits.parameters()).device
+    codes, phones, ref_spec = to_device((codes, phones, ref_spec), device)
     ge = sovits.ref_embedding(ref_spec.unsqueeze(0))
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     z, _ = sovits.decode_latent(
         codes.view(1, -1),
-        torch.tensor([codes.shape[0]]),
+        torch.tensor([codes.shape[0]], device=device),
         phones.view(1, -1),
-        torch.tensor([phones.shape[0]]),
+        torch.tensor([phones.shape[0]], device=device),
         ge,
         noise_scale=noise_scale,
         generator=g,
@@ -200,7 +208,7 @@ def evaluate_s2(
     total = 0.0
     first: Tensor | None = None
     for i, ex in enumerate(examples):
-        wav = synthesize_from_codes(sovits, vocoder, ex["codes"], ex["phones"], ex["spec"], seed=i)
+        wav = synthesize_from_codes(sovits, vocoder, ex["codes"], ex["phones"], ex["spec"], seed=i).cpu()
         n = min(wav.shape[0], ex["wav"].shape[0])
         total += float(mel(wav[:n].view(1, 1, -1), ex["wav"][:n].view(1, 1, -1)))
         if first is None:
@@ -231,7 +239,7 @@ def train_sovits(
     weights (fine-tuning an upstream base) instead of random ones.
     """
     cfg = cfg or S2TrainConfig()
-    info = ddp.setup(cfg.threads)
+    info = ddp.setup(cfg.threads, cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / S2_FINAL
     if ddp.broadcast_object(final.is_file(), info):
@@ -247,13 +255,13 @@ def train_sovits(
     sovits.quantizer.load_state_dict(ssl_stage["quantizer"])
     sovits.ssl_proj.requires_grad_(False)
     sovits.quantizer.requires_grad_(False)
-    gen = S2Generator(sovits, vocoder)
-    disc = make_discriminator(cfg.d_shrink)
+    gen = S2Generator(sovits, vocoder).to(info.device)
+    disc = make_discriminator(cfg.d_shrink).to(info.device)
     g_params = [p for p in gen.parameters() if p.requires_grad]
     opt_g = torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, eps=1e-9)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-9)
     # training-only: a 1x1 conv from the prior mean to the log-mel of the same frames
-    aux = nn.Conv1d(sovits_config.inter_channels, SpectrogramConfig().n_mels, 1)
+    aux = nn.Conv1d(sovits_config.inter_channels, SpectrogramConfig().n_mels, 1).to(info.device)
     opt_aux = torch.optim.AdamW(aux.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-9)
     mel = MelLoss((SpectrogramConfig(), FINE_MEL) if cfg.fine_mel else (SpectrogramConfig(),))
     eval_mel = MelLoss((SpectrogramConfig(),))
@@ -280,6 +288,7 @@ def train_sovits(
         "n_params_gen": sum(p.numel() for p in g_params),
         "n_params_disc": sum(p.numel() for p in disc.parameters()),
         "world": info.world,
+        "device_type": info.device.type,
     }
     tracker = Tracker(
         "tritone-train-sovits",
@@ -314,6 +323,7 @@ def train_sovits(
             set_lr(opt_aux, lr)
             gains = (torch.rand(len(idx)) * (cfg.gain_max - cfg.gain_min) + cfg.gain_min).tolist()
             batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx], gains)
+            batch = batch.to(info.device)
             prior_noise = cfg.prior_noise if cfg.prior_start is not None and step >= cfg.prior_start else None
             out, y_hat = gen_net(batch, prior_noise)
             y = slice_wav(batch.wav, out.ids_slice, seg, hop)
@@ -367,7 +377,9 @@ def train_sovits(
                 tracker.log_metrics(last_eval, step)
                 if sample is not None:
                     tracker.log_audio(
-                        sample.numpy(), sovits_config.sampling_rate, f"step{step:06d}_{eval_items[0].utt_id}"
+                        sample.cpu().numpy(),
+                        sovits_config.sampling_rate,
+                        f"step{step:06d}_{eval_items[0].utt_id}",
                     )
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 if info.is_main:

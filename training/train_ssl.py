@@ -66,6 +66,7 @@ class SSLTrainConfig:
     kmeans_samples: int = 100_000
     kmeans_iters: int = 30
     threads: int | None = None
+    device: str = "auto"  # training/ddp.py: auto | cpu | cuda
 
 
 class ContentModel(nn.Module):
@@ -128,11 +129,12 @@ def edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
 @torch.no_grad()
 def phone_error_rate(model: ContentModel, items: Sequence[PrepItem], stride: int) -> float:
     model.eval()
+    device = next(model.parameters()).device
     errors = total = 0
     for start in range(0, len(items), 8):
         idx = list(range(start, min(len(items), start + 8)))
         wav, wav_lens, ph, ph_lens = _batch(items, idx)
-        lp = model(wav)
+        lp = model(wav.to(device))
         hyp = greedy_phones(lp, model.frames(wav_lens, stride), model.blank)
         for b, h in enumerate(hyp):
             ref = ph[b, : int(ph_lens[b])].tolist()
@@ -155,12 +157,14 @@ def fit_codebook(
     pick = torch.randperm(len(items), generator=g)[: cfg.kmeans_utts].tolist()
     feats = []
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
         for i in tqdm(pick, desc="k-means features", disable=not progress, mininterval=2.0):
             data = items[i].load()
             wav = wav16_from_item(data)
             n = int(model.frames(torch.tensor([wav.shape[0]]), stride)[0])
-            feats.append(model.features(wav.unsqueeze(0))[0, :, :n].t())
+            # k-means runs on the CPU with its seeded generator, wherever the encoder ran
+            feats.append(model.features(wav.unsqueeze(0).to(device))[0, :, :n].t().cpu())
     x = torch.cat(feats)
     if x.shape[0] > cfg.kmeans_samples:
         x = x[torch.randperm(x.shape[0], generator=g)[: cfg.kmeans_samples]]
@@ -206,7 +210,7 @@ def train_ssl(
     from tritone.models.sovits import SoVITS
 
     cfg = cfg or SSLTrainConfig()
-    info = ddp.setup(cfg.threads)
+    info = ddp.setup(cfg.threads, cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / SSL_FINAL
     if ddp.broadcast_object(final.is_file(), info):
@@ -216,12 +220,18 @@ def train_ssl(
     stride = s2cfg.semantic_stride
     ssl = model_config.ssl.build()
     sovits = SoVITS(s2cfg, posterior=False)
-    model = ContentModel(ssl, sovits.ssl_proj, s2cfg.ssl_dim, s2cfg.n_symbols)
+    model = ContentModel(ssl, sovits.ssl_proj, s2cfg.ssl_dim, s2cfg.n_symbols).to(info.device)
     trainable = model_config.ssl.kind == "tiny"
     tracker = Tracker(
         "tritone-train-ssl",
         f"ssl-{run_dir.parent.name}",
-        {**asdict(cfg), "ssl": asdict(model_config.ssl), "ssl_dim": s2cfg.ssl_dim, "world": info.world},
+        {
+            **asdict(cfg),
+            "ssl": asdict(model_config.ssl),
+            "ssl_dim": s2cfg.ssl_dim,
+            "world": info.world,
+            "device_type": info.device.type,
+        },
         enabled=info.is_main,
         uri=tracking_uri,
     )
@@ -254,9 +264,9 @@ def train_ssl(
                 lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
                 set_lr(opt, lr)
                 wav, wav_lens, ph, ph_lens = _batch(items, idx)
-                log_probs = net(wav)
+                log_probs = net(wav.to(info.device))
                 in_lens = model.frames(wav_lens, stride).clamp(max=log_probs.shape[0])
-                targets = torch.cat([ph[b, : int(ph_lens[b])] for b in range(ph.shape[0])])
+                targets = torch.cat([ph[b, : int(ph_lens[b])] for b in range(ph.shape[0])]).to(info.device)
                 loss = F.ctc_loss(log_probs, targets, in_lens, ph_lens, blank=model.blank, zero_infinity=True)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

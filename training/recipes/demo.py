@@ -57,9 +57,10 @@ class DemoRecipe:
     voices: tuple[str, ...] = ("flite_rms",)
     seed: int = DEMO_SEED
     threads: int | None = None
+    device: str = "auto"  # base training: auto (a GPU where CUDA is available) | cpu | cuda
     progress: bool = True
     tracking_uri: str | None = None
-    parallel: bool = True  # gpt and sovits stages as two processes
+    parallel: bool = True  # on CPU: gpt and sovits stages as concurrent processes
     extra: dict[str, Any] = field(default_factory=dict)
 
     def paths(self) -> tuple[Path, Path, Path]:
@@ -88,6 +89,7 @@ def _base_args(recipe: DemoRecipe, corpus: Path, run_dir: Path) -> list[str]:
     ]  # fmt: skip
     if recipe.threads:
         args += ["--threads", str(recipe.threads)]
+    args += ["--device", recipe.device]
     if recipe.tracking_uri:
         args += ["--tracking-uri", recipe.tracking_uri]
     if not recipe.progress:
@@ -96,6 +98,7 @@ def _base_args(recipe: DemoRecipe, corpus: Path, run_dir: Path) -> list[str]:
 
 
 def train_base(recipe: DemoRecipe) -> Path:
+    from training.ddp import select_device
     from training.train_base import BASE_DIR
 
     corpus, run_dir, _ = recipe.paths()
@@ -103,7 +106,9 @@ def train_base(recipe: DemoRecipe) -> Path:
     base = _base_args(recipe, corpus, run_dir)
     for stage in ("prep", "ssl", "encode"):
         subprocess.run([*cli, *base, "--stage", stage], check=True)
-    if recipe.parallel:
+    # Concurrent stages share the CPU cores; on a GPU each stage has the whole card, in turn.
+    parallel = recipe.parallel and select_device(recipe.device).type == "cpu"
+    if parallel:
         # GPT as one process, SoVITS as two DDP processes of 4 clips each (one global batch of 8),
         # all single-threaded: on a shared 2-core machine, three busy processes get the most done
         one = ["--threads", "1"] if not recipe.threads else []
@@ -117,7 +122,7 @@ def train_base(recipe: DemoRecipe) -> Path:
         codes = [p.wait() for p in procs]
         if any(codes):
             raise RuntimeError(f"gpt/sovits stages failed with exit codes {codes}")
-    for stage in (() if recipe.parallel else ("gpt", "sovits")) + ("export", "register"):
+    for stage in (() if parallel else ("gpt", "sovits")) + ("export", "register"):
         subprocess.run([*cli, *base, "--stage", stage], check=True)
     return run_dir / "base" / BASE_DIR
 
