@@ -7,8 +7,8 @@
 # instead of 12 on 2 cores; the component section, about 13 minutes, is the same either way).
 # --base: the base model of the served vs upstream-style rows (default auto: the shipped
 # demo/base when it exists, else a tiny random one). SECTIONs limit the run to those sections
-# (resolve, serving, components, upstream). Also read from TRITONE_BENCH_QUICK=1 and
-# TRITONE_BENCH_BASE.
+# (resolve, serving, components, upstream, gpu; gpu runs only where CUDA is available). Also read
+# from TRITONE_BENCH_QUICK=1 and TRITONE_BENCH_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -21,7 +21,7 @@ while (($#)); do
     --quick) QUICK=1 ;;
     --base) BASE=$2; shift ;;
     --base=*) BASE=${1#*=} ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) ONLY+=("$1") ;;
   esac
@@ -40,4 +40,11 @@ run upstream -m loadtest.bench_upstream --base "$BASE" ${QUICK:+--quick} --resul
 if want upstream; then
   "$PY" -m loadtest.bench_doc upstream-goals -- "$PY" -m loadtest.bench_upstream --render goals "$RESULTS"
   "$PY" -m loadtest.bench_doc upstream-memory -- "$PY" -m loadtest.bench_upstream --render memory "$RESULTS"
+fi
+
+# The gpu target on the full v2 size (parity with the CPU, RTF and time to first audio).
+if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  run gpu -m loadtest.bench_gpu --size v2 --target gpu --concurrency 1 8 64
+elif ((${#ONLY[@]})) && want gpu; then
+  echo "==> bench: gpu skipped (no CUDA GPU on this machine)"
 fi

@@ -218,9 +218,6 @@ class TTSService:
         runtime: Runtime | None = None,
         registry: AdapterRegistry | None = None,
     ) -> None:
-        from adapters.registry import AdapterRegistry
-        from adapters.store import AdapterStore
-
         self.settings = settings
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)
@@ -235,7 +232,10 @@ class TTSService:
         self.sample_rate = config.vocoder.sampling_rate
         self.frontend = TextFrontend(version=config.version, max_chars=settings.max_text_chars)
         self.frontend.warmup()
-        if registry is None:
+        if registry is None:  # MLflow is imported only here: callers may bring their own voices
+            from adapters.registry import AdapterRegistry
+            from adapters.store import AdapterStore
+
             store = AdapterStore(
                 Path(settings.adapter_store).expanduser() if settings.adapter_store else None
             )
