@@ -248,3 +248,30 @@ def test_adapter_trains_registers_and_changes_the_voice(env: Env, base_dir: Path
     base_w = model.gpt.layers[0].self_attn.in_proj.weight  # type: ignore[union-attr]
     tuned_w = tuned_model.gpt.layers[0].self_attn.in_proj.weight  # type: ignore[union-attr]
     assert not torch.allclose(base_w, tuned_w)
+
+
+def test_kl_weight_zero_leaves_the_prior_untrained(env: Env, base_dir: Path) -> None:
+    """`kl_weight` reaches the SoVITS loss: the text encoder (prior) learns only through the KL
+    term, so one step with weight 0 leaves it where it was (but for weight decay) and one with
+    weight 1 moves it."""
+    import shutil
+
+    from training.common import load_checkpoint, seed_everything
+    from tritone.models.sovits import SoVITS
+
+    moved = {}
+    for weight in (0.0, 1.0):
+        recipe = _recipe(env)
+        recipe.run_dir = env.root / f"kl-{weight}"
+        (recipe.run_dir / "ssl").mkdir(parents=True)
+        shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
+        recipe.sovits.steps, recipe.sovits.kl_weight = 1, weight
+        trainer = BaseTrainer(recipe)
+        state = load_checkpoint(Path(trainer.run("sovits")))
+        assert state is not None
+        seed_everything(recipe.seed)  # the trainer's own initialisation, rebuilt
+        init = SoVITS(trainer.config.sovits, posterior=True).state_dict()
+        enc_p = [k for k in init if k.startswith("enc_p.") and init[k].is_floating_point()]
+        moved[weight] = max(float((state["sovits"][k] - init[k]).abs().max()) for k in enc_p)
+    # weight 0: AdamW's decoupled weight decay alone (lr 1.5e-4 x 0.01 x |w|); weight 1: a full step
+    assert moved[1.0] > 5e-5 and moved[0.0] < moved[1.0] / 10, moved

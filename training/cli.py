@@ -257,6 +257,9 @@ def add_train_commands(subparsers: Any) -> None:
         "--sovits-batch", type=int, default=None, help="SoVITS clips per batch and process (default 8)"
     )
     base.add_argument(
+        "--kl-weight", type=float, default=None, help="weight of the SoVITS KL term (default 1, as upstream)"
+    )
+    base.add_argument(
         "--prior-start",
         type=int,
         default=None,
@@ -389,6 +392,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.prior_start = args.prior_start
     if args.prior_mel_weight is not None:
         recipe.sovits.prior_mel_weight = args.prior_mel_weight
+    if args.kl_weight is not None:
+        recipe.sovits.kl_weight = args.kl_weight
     if args.sovits_batch is not None:
         recipe.sovits.max_batch = args.sovits_batch
         recipe.sovits.max_frames = 200 * args.sovits_batch

@@ -77,6 +77,7 @@ class S2TrainConfig:
     prior_start: int | None = None  # from this step the generator trains on the inference path
     prior_noise: float = 0.5  # the noise scale of that path (the pipeline's default)
     prior_mel_weight: float = 0.0  # L1 of a linear log-mel read-out of the prior mean (training only)
+    kl_weight: float = KL_WEIGHT  # below 1, the posterior may carry detail before the prior can follow
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
@@ -339,7 +340,7 @@ def train_sovits(
                 logs["loss_d"] = loss_d.item()
             loss_mel = mel(y_hat, y)
             loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
-            loss_g = MEL_WEIGHT * loss_mel + KL_WEIGHT * loss_kl + out.commit_loss
+            loss_g = MEL_WEIGHT * loss_mel + cfg.kl_weight * loss_kl + out.commit_loss
             if cfg.prior_mel_weight > 0:
                 target = spec_to_mel(batch.spec)  # [B, n_mels, T], the frames of m_p
                 frames = out.z_mask.sum().clamp(min=1.0) * target.shape[1]
