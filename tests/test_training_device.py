@@ -43,7 +43,7 @@ def test_one_gpu_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ddp.select_device("auto", 0) == torch.device("cuda", 0)
     assert ddp.select_device("cuda", 0) == torch.device("cuda", 0)
     assert ddp.select_device("cpu", 0) == torch.device("cpu")
-    with pytest.raises(ddp.DeviceError, match="process 1 .* no GPU of its own"):
+    with pytest.raises(ddp.DeviceError, match=r"process 1 .* no GPU of its own"):
         ddp.select_device("auto", 1)
 
 
