@@ -71,7 +71,7 @@ def setup(threads: int | None = None, device: str = "auto") -> DistInfo:
         # TF32 matmuls and convolutions: several times fp32's speed on recent GPUs, ample for training
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        # (no cudnn.benchmark: length-bucketed batches bring new shapes all the time)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, local, dev)

@@ -105,9 +105,8 @@ class GPTLoss(nn.Module):
         self, phones: Tensor, phone_lens: Tensor, bert: Tensor, codes: Tensor, code_lens: Tensor
     ) -> tuple[Tensor, Tensor]:
         logits, targets = self.gpt(phones, phone_lens, bert, codes, code_lens)
-        valid = torch.arange(codes.shape[1], device=codes.device).unsqueeze(0) < code_lens.unsqueeze(
-            1
-        )  # [B, Ty]
+        positions = torch.arange(codes.shape[1], device=codes.device)
+        valid = positions.unsqueeze(0) < code_lens.unsqueeze(1)  # [B, Ty]
         ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         loss = (ce * valid).sum() / valid.sum().clamp(min=1)
         masked_targets = targets.masked_fill(~valid, self.gpt.config.eos)
