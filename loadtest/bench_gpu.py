@@ -1,6 +1,7 @@
 """GPU check and benchmark: the `gpu` target on the full v2 size, parity with the CPU, RTF and TTFA.
 
-    python -m loadtest.bench_gpu [--size v2] [--target gpu] [--voices 8] [--concurrency 1 8 64]
+    python -m loadtest.bench_gpu [--size v2] [--target gpu] [--runtime auto|cuda|torch]
+                                 [--serve triton in-process] [--voices 8] [--concurrency 1 8 64]
                                  [--max-new-tokens 150] [--json OUT]
 
 One prepared script for a GPU machine (it also runs on a CPU, with `--target cpu`, which is how
@@ -13,16 +14,21 @@ the test suite checks it):
    decode step), and through the fp32 PyTorch reference on the CPU, with the same inputs, batch
    8, each row on another slot. Reported per graph: the error relative to the output's scale
    (max |gpu - cpu| / max |cpu|; for the integer SSL codes, the share that differ).
-2. **Serving.** The `tts` model's serving stack (`TTSService`: text frontend, adapter bank,
-   in-flight scheduler, streaming) over that runtime, in this process, with `--voices` random
-   voices (adapters read from local disk; no registry or Triton server is needed, so the script
-   runs where only PyTorch is installed). At each concurrency, that many clients each send
-   streaming requests back to back, each in the next voice: real-time factor (synthesis
-   seconds / audio seconds per request), time to first audio, and audio seconds per second.
+2. **Serving over Triton** (`--serve triton`). The real `tritonserver` starts with the `tts`
+   model on the target (`TRITONE_TARGET`), the same base written as a bundle and `--voices`
+   random voices as a voices folder (`TRITONE_VOICES_DIR`: no MLflow needed); clients stream
+   over Triton's gRPC API.
+3. **Serving in process** (`--serve in-process`). The same serving stack (`TTSService`: text
+   frontend, adapter bank, in-flight scheduler, streaming) in this process, without Triton:
+   the figures show what Triton's python backend adds, and this stage runs where only PyTorch
+   and the frontend's packages are installed.
 
-With random weights the GPT rarely stops early, so every request decodes `--max-new-tokens`
-tokens (150 = 6 s of audio). Prints markdown rows for docs/BENCHMARKS.md (figure, value,
-command, machine, date) and writes every number to `--json`.
+At each concurrency, that many clients each send streaming requests back to back, each in the
+next voice: real-time factor (synthesis seconds / audio seconds per request), time to first
+audio, and audio seconds per second. With random weights the GPT rarely stops early, so every
+request decodes `--max-new-tokens` tokens (150 = 6 s of audio). Prints markdown rows for
+docs/BENCHMARKS.md (figure, value, command, machine, date) and writes every number to `--json`
+after each stage, so a stage that fails leaves the earlier ones.
 """
 
 from __future__ import annotations
@@ -35,14 +41,16 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from adapters.names import VoiceId, parse_voice_ref
+from adapters.names import VoiceId
 from build.bench_components import MAX_RANK, calls, load_adapters, weight_shape
 from build.parity import random_lora
 from tritone.benchmarking import machine
@@ -52,8 +60,7 @@ from tritone.serving.runtime import DEFAULT_TARGETS, Runtime
 from tritone.serving.runtime_graphs import lora_target_names
 
 if TYPE_CHECKING:
-    from adapters.registry import AdapterRegistry
-    from tritone.serving.service import TTSService
+    from tritone.serving.service import ServeSettings, TTSService
 
 TENANT = "bench"
 TEXT = (
@@ -94,49 +101,19 @@ def parity(model: BaseModel, runtime: Runtime, batch: int = 8) -> dict[str, floa
     return {graph: output_error(want[graph](), got[graph]()) for graph in want}
 
 
-# -- voices from local disk --------------------------------------------------------------------
+# -- voices in a folder ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LocalVoice:
-    voice: VoiceId
-    version: int
-    path: Path
-    content_sha256: str
-
-
-class LocalVoices:
-    """Resolves `tenant.name` to adapters written on local disk; the registry methods the
-    service calls, without MLflow."""
-
-    def __init__(self, voices: dict[VoiceId, Path]) -> None:
-        from adapters.format import read_manifest
-
-        self._voices = {v: (p, read_manifest(p)[1]) for v, p in voices.items()}
-
-    def resolve(self, ref: str) -> LocalVoice:
-        vid = parse_voice_ref(ref, default_tenant=TENANT).voice
-        if vid not in self._voices:
-            raise KeyError(f"no voice {vid}")
-        path, content = self._voices[vid]
-        return LocalVoice(vid, 1, path, content)
-
-    def forget(self, voice: object) -> int:
-        return 0
-
-    def invalidate(self, voice: object) -> None:
-        return None
-
-
-def write_voices(model: BaseModel, base_sha256: str, n: int, root: Path) -> dict[VoiceId, Path]:
-    """`n` random rank-16 adapters over every default target, each with a random voice prompt."""
+def write_voices(model: BaseModel, base_sha256: str, n: int, root: Path) -> list[str]:
+    """`n` random rank-16 adapters over every default target, each with a random voice prompt,
+    as a voices folder (`adapters.directory`: `<root>/<tenant>.<name>/`); returns their names."""
     from adapters.format import BasePin, write_adapter
     from tritone.voice import VoicePrompt
 
     names = lora_target_names(model, DEFAULT_TARGETS)
     g = torch.Generator().manual_seed(7)
     s2 = model.config.sovits
-    out: dict[VoiceId, Path] = {}
+    out: list[str] = []
     for i in range(n):
         vid = VoiceId(TENANT, f"v{i}")
         prompt = VoicePrompt(
@@ -147,8 +124,8 @@ def write_voices(model: BaseModel, base_sha256: str, n: int, root: Path) -> dict
             semantic=torch.randint(0, model.config.gpt.eos, (100,), generator=g),
             refer_spec=torch.rand(s2.spec_channels, 200, generator=g),
         )
-        out[vid] = write_adapter(
-            root / vid.name,
+        write_adapter(
+            root / str(vid),
             voice=vid.name,
             tenant=TENANT,
             base=BasePin(model.config.name, 1, base_sha256),
@@ -157,10 +134,11 @@ def write_voices(model: BaseModel, base_sha256: str, n: int, root: Path) -> dict
             consent_id="bench",
             training_data_sha256="0" * 64,
         )
+        out.append(str(vid))
     return out
 
 
-# -- serving -----------------------------------------------------------------------------------
+# -- serving ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -196,41 +174,72 @@ class TimingSink:
         return False
 
 
-def synthesize(service: TTSService, voice: str, seed: int, max_new_tokens: int) -> Timing:
+def request_params(seed: int, max_new_tokens: int) -> dict[str, Any]:
+    return {"seed": seed, "max_new_tokens": max_new_tokens, "stream": True}
+
+
+Send = Callable[[str, int, int], Timing]  # (voice, seed, max_new_tokens) -> a finished request
+
+
+def in_process(service: TTSService) -> Send:
+    """Requests straight into the serving stack (`TTSService.submit`)."""
     from tritone.serving.request import parse_request
 
-    request = parse_request(
-        request_id=f"bench-{seed}",
-        text=TEXT,
-        lang="en",
-        voice=voice,
-        params=json.dumps({"seed": seed, "max_new_tokens": max_new_tokens, "stream": True}),
-        default_tenant=TENANT,
-    )
-    timing = Timing(time.perf_counter())
-    service.submit(request, TimingSink(timing))
-    if not timing.done.wait(600):
-        raise TimeoutError(f"request for {voice} did not finish in 600 s")
-    if timing.error is not None:
-        raise RuntimeError(f"request for {voice} failed: {timing.error}")
-    return timing
+    def send(voice: str, seed: int, max_new_tokens: int) -> Timing:
+        request = parse_request(
+            request_id=f"bench-{seed}",
+            text=TEXT,
+            lang="en",
+            voice=voice,
+            params=json.dumps(request_params(seed, max_new_tokens)),
+            default_tenant=TENANT,
+        )
+        timing = Timing(time.perf_counter())
+        service.submit(request, TimingSink(timing))
+        if not timing.done.wait(600):
+            raise TimeoutError(f"request for {voice} did not finish in 600 s")
+        if timing.error is not None:
+            raise RuntimeError(f"request for {voice} failed: {timing.error}")
+        return timing
+
+    return send
+
+
+def over_triton(grpc_url: str) -> Send:
+    """Requests to the `tts` model of a running Triton server, over its gRPC streaming API."""
+    from tritone.serving.client import TTSClient, tts_inputs
+
+    client = TTSClient(grpc_url)
+
+    def send(voice: str, seed: int, max_new_tokens: int) -> Timing:
+        reply = client.one(tts_inputs(TEXT, voice=voice, params=request_params(seed, max_new_tokens)), 600)
+        if reply.error is not None or not reply.times:
+            raise RuntimeError(f"request for {voice} failed: {reply.error or 'no audio'}")
+        return Timing(reply.sent, reply.times[0], reply.times[-1], int(reply.audio.size))
+
+    return send
 
 
 def run_level(
-    service: TTSService, voices: list[str], concurrency: int, requests: int, max_new_tokens: int
+    send: Send, voices: list[str], concurrency: int, requests: int, max_new_tokens: int, sample_rate: int
 ) -> dict[str, float]:
     """`concurrency` clients, `requests` requests in all, each in the next voice."""
     timings: list[Timing] = []
     lock = threading.Lock()
     counter = iter(range(requests))
+    failures: list[BaseException] = []
 
     def client() -> None:
         while True:
             with lock:
                 i = next(counter, None)
-            if i is None:
+            if i is None or failures:
                 return
-            t = synthesize(service, voices[i % len(voices)], 1000 + i, max_new_tokens)
+            try:
+                t = send(voices[i % len(voices)], 1000 + i, max_new_tokens)
+            except BaseException as exc:  # reported once every client has stopped
+                failures.append(exc)
+                return
             with lock:
                 timings.append(t)
 
@@ -241,9 +250,10 @@ def run_level(
     for th in threads:
         th.join()
     wall = time.perf_counter() - start
-    sr = service.sample_rate
-    audio = [t.samples / sr for t in timings]
-    rtf = [(t.end - t.t0) / (t.samples / sr) for t in timings if t.end is not None and t.samples]
+    if failures:
+        raise failures[0]
+    audio = [t.samples / sample_rate for t in timings]
+    rtf = [(t.end - t.t0) / (t.samples / sample_rate) for t in timings if t.end is not None and t.samples]
     ttfa = [t.first - t.t0 for t in timings if t.first is not None]
     return {
         "concurrency": concurrency,
@@ -258,28 +268,82 @@ def run_level(
     }
 
 
-def serve_settings(target: str, n_voices: int, max_rows: int) -> Any:
+def run_levels(
+    send: Send, voices: list[str], args: argparse.Namespace, sample_rate: int, label: str
+) -> tuple[list[dict[str, float]], list[str]]:
+    """Warm every voice into the bank, then each concurrency level (an untimed round first:
+    CUDA graphs are captured per batch and length bucket); returns the levels and their rows."""
+    for v in voices:
+        send(v, 1, 8)
+    levels, rows = [], []
+    for c in args.concurrency:
+        n = args.requests or max(8, 2 * c)
+        run_level(send, voices, c, c, args.max_new_tokens, sample_rate)
+        level = run_level(send, voices, c, n, args.max_new_tokens, sample_rate)
+        levels.append(level)
+        rows.append(
+            f"{label}: streaming at concurrency {c} ({len(voices)} voices, {level['requests']} requests "
+            f"of {level['audio_s_per_request']:.1f} s) | RTF p50 {level['rtf_p50']:.3f} "
+            f"(p90 {level['rtf_p90']:.3f}); time to first audio p50 {level['ttfa_p50_ms']:.0f} ms "
+            f"(p90 {level['ttfa_p90_ms']:.0f} ms); {level['audio_s_per_s']:.1f} s of audio per s |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return levels, rows
+
+
+def serve_settings(args: argparse.Namespace, voices_dir: Path | None = None) -> ServeSettings:
     from tritone.serving.service import ServeSettings
 
+    max_rows = max(args.concurrency)
     return ServeSettings(
-        target=target,
-        bank_slots=max(8, n_voices),
+        target=args.target,
+        runtime=args.runtime,
+        voices_dir=str(voices_dir or ""),
+        bank_slots=max(8, args.voices),
         max_rows=max_rows,
         max_queue=4 * max_rows,
         feed_interval_s=0,
     )
 
 
-def open_service(
-    model: BaseModel, target: str, voices_root: Path, n_voices: int, max_rows: int
-) -> TTSService:
+def serve_in_process(
+    model: BaseModel, args: argparse.Namespace, tmp: Path
+) -> tuple[list[dict[str, float]], list[str]]:
+    """The serving stack in this process, over a runtime of its own."""
     from tritone.serving.service import TTSService, open_runtime
 
-    settings = serve_settings(target, n_voices, max_rows)
-    runtime = open_runtime(settings, None, model)
-    voices = LocalVoices(write_voices(model, runtime.base_sha256, n_voices, voices_root))
-    # the service asks its registry only for resolve / forget / invalidate
-    return TTSService(settings, model=model, runtime=runtime, registry=cast("AdapterRegistry", voices))
+    runtime = open_runtime(serve_settings(args), None, model)
+    voices = write_voices(model, runtime.base_sha256, args.voices, tmp / "voices")
+    service = TTSService(serve_settings(args, tmp / "voices"), model=model, runtime=runtime)
+    try:
+        return run_levels(in_process(service), voices, args, service.sample_rate, "in process")
+    finally:
+        service.close()
+
+
+def serve_triton(
+    model: BaseModel, args: argparse.Namespace, tmp: Path
+) -> tuple[list[dict[str, float]], list[str]]:
+    """The real `tritonserver` with the `tts` model on the target (base and voices from folders)."""
+    from tritone.serving.server import DEFAULT_REPO, TritonServer
+
+    base_dir = model.save(tmp / "base")
+    voices = write_voices(model, model.weights_sha256, args.voices, tmp / "voices")
+    settings = serve_settings(args, tmp / "voices")
+    env = {
+        "TRITONE_HOME": str(tmp / "home"),
+        "TRITONE_BASE_MODEL": str(base_dir),
+        "TRITONE_LOG_LEVEL": "WARNING",
+    }
+    for name in ("target", "runtime", "voices_dir", "bank_slots", "max_rows", "max_queue", "feed_interval_s"):
+        env[f"TRITONE_{name.upper()}"] = str(getattr(settings, name))
+    with TritonServer(DEFAULT_REPO, env=env, startup_timeout_s=600) as server:
+        try:
+            sample_rate = model.config.vocoder.sampling_rate
+            return run_levels(over_triton(server.grpc_url), voices, args, sample_rate, "Triton")
+        except BaseException:
+            print(server.log_tail(80), file=sys.stderr)
+            raise
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -295,6 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench_gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="v2", choices=["tiny", "demo", "v2"])
     parser.add_argument("--target", default="gpu", choices=["gpu", "cpu"])
+    parser.add_argument(
+        "--runtime", default="auto", choices=["auto", "cuda", "torch"], help="auto: CUDA graphs on a GPU"
+    )
+    parser.add_argument(
+        "--serve",
+        nargs="+",
+        default=["triton", "in-process"],
+        choices=["triton", "in-process"],
+        help="where the serving stack runs (default: both, Triton first)",
+    )
     parser.add_argument("--voices", type=int, default=8)
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 64])
     parser.add_argument(
@@ -312,12 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     where, today = device_name(args.target), dt.date.today().isoformat()
     model = BaseModel.random(BaseModelConfig.preset(args.size), seed=0)
     result: dict[str, Any] = {"size": args.size, "target": args.target, "device": where, "date": today}
-    rows = ["| figure | value | command | machine | date |", "|---|---|---|---|---|"]
+
+    def write() -> None:  # after every stage: what finished is kept if a later stage fails
+        if args.json is not None:
+            args.json.write_text(json.dumps(result, indent=2))
+
     from tritone.serving.service import open_runtime
 
     # parity on a runtime of its own: its calls fill the bank and reallocate the KV cache
-    settings = serve_settings(args.target, args.voices, max(args.concurrency))
-    checked = open_runtime(settings, None, model)
+    checked = open_runtime(serve_settings(args), None, model)
     runtime_name = type(checked).__name__
     result["runtime"] = runtime_name
     errors = parity(model, checked)
@@ -325,40 +402,40 @@ def main(argv: list[str] | None = None) -> int:
     del checked
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    with tempfile.TemporaryDirectory() as tmp:
-        service = open_service(model, args.target, Path(tmp), args.voices, max(args.concurrency))
+    write()
+    worst = max(errors, key=lambda g: errors[g])
+    figures = [
+        f"{args.target} runtime ({runtime_name}) vs fp32 PyTorch on the CPU, batch 8 on 8 adapter slots: "
+        "error relative to the output's scale | "
+        + ", ".join(f"{g} {e:.1e}" for g, e in errors.items())
+        + f" (worst: {worst}) |"
+    ]
+    print(figures[0], file=sys.stderr, flush=True)
+    serve = {"triton": serve_triton, "in-process": serve_in_process}
+    failed = []
+    for where_served in args.serve:
         try:
-            worst = max(errors, key=lambda g: errors[g])
-            rows.append(
-                f"| {args.target} runtime ({runtime_name}) vs fp32 PyTorch on the CPU, {args.size} size, "
-                f"batch 8 on 8 adapter slots: error relative to the output's scale | "
-                + ", ".join(f"{g} {e:.1e}" for g, e in errors.items())
-                + f" (worst: {worst}) | `{command}` | {where} | {today} |"
-            )
-            voices = [f"{TENANT}.v{i}" for i in range(args.voices)]
-            for v in voices:  # warm-up: loads every adapter into the bank
-                synthesize(service, v, 1, 8)
-            levels = []
-            for c in args.concurrency:
-                n = args.requests or max(8, 2 * c)
-                # untimed round first: CUDA graphs are captured per batch and length bucket
-                run_level(service, voices, c, c, args.max_new_tokens)
-                level = run_level(service, voices, c, n, args.max_new_tokens)
-                levels.append(level)
-                rows.append(
-                    f"| streaming at concurrency {c} ({args.size} size, {args.target} target, {runtime_name}, "
-                    f"{args.voices} voices, {level['requests']} requests of {level['audio_s_per_request']:.1f} s) | "
-                    f"RTF p50 {level['rtf_p50']:.3f} (p90 {level['rtf_p90']:.3f}); time to first audio "
-                    f"p50 {level['ttfa_p50_ms']:.0f} ms (p90 {level['ttfa_p90_ms']:.0f} ms); "
-                    f"{level['audio_s_per_s']:.1f} s of audio per s | `{command}` | {where} | {today} |"
-                )
-                print(rows[-1], file=sys.stderr)
-            result["levels"] = levels
-        finally:
-            service.close()
+            with tempfile.TemporaryDirectory() as tmp:
+                levels, rows = serve[where_served](model, args, Path(tmp))
+        except Exception as exc:  # the other stage still runs; the exit status says it failed
+            traceback.print_exc()
+            result[f"{where_served}_error"] = f"{type(exc).__name__}: {exc}"[:4000]
+            failed.append(where_served)
+            write()
+            continue
+        result[where_served] = levels
+        figures += rows
+        write()
+    if torch.cuda.is_available():
+        result["gpu_memory_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        write()
+    rows = ["| figure | value | command | machine | date |", "|---|---|---|---|---|"]
+    suffix = f" `{command}` | {where} | {today} |"
+    rows += [f"| {args.size} size, {args.target} target, {runtime_name}; " + f + suffix for f in figures]
     print("\n".join(rows))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2))
+    if failed:
+        print(f"error: serving {' and '.join(failed)} failed (see above)", file=sys.stderr)
+        return 1
     return 0
 
 

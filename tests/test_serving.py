@@ -573,3 +573,46 @@ def test_gpu_runtime_selection(tiny_base: TinyBase, tmp_path: Path, monkeypatch:
     assert isinstance(
         open_runtime(ServeSettings(target="gpu", runtime="cuda", bank_slots=2), version_dir), FakeCuda
     )
+
+
+def test_a_voices_folder_serves_without_the_registry(
+    voice_registry: VoiceRegistry, tiny_base: TinyBase, tmp_path: Path
+) -> None:
+    """`voices_dir`: voices read from `<folder>/<tenant>.<name>/`, version 1 only, no MLflow calls."""
+    import shutil
+
+    from adapters.directory import VoiceDirectory
+    from tritone.serving.service import ServeSettings, TTSService
+
+    voice = voice_registry.add_voice("folder", seed=321)
+    folder = tmp_path / "voices"
+    shutil.copytree(voice.adapter_dir, folder / voice.name)
+    (folder / "not-a-voice").mkdir()  # a folder name without a tenant is skipped by the listing
+    settings = ServeSettings(bank_slots=2, feed_interval_s=5, voices_dir=str(folder), max_context=1024)
+    svc = TTSService(settings, model=tiny_base.model)
+    try:
+        assert isinstance(svc.registry, VoiceDirectory) and svc.watcher is None
+        assert [str(v) for v in svc.registry.voices()] == [voice.name]
+        text, params = "Served from a folder.", dict[str, Any](seed=5, max_new_tokens=30)
+        by_alias = _submit(svc, text=text, voice=voice.name, params=json.dumps(params))
+        by_version = _submit(svc, text=text, voice=voice.name, voice_version=1, params=json.dumps(params))
+        other_version = _submit(svc, text=text, voice=voice.name, voice_version=2)
+        unknown = _submit(svc, text=text, voice="test.nobody")
+        for sink in (by_alias, by_version, other_version, unknown):
+            assert sink.done.wait(120)
+        pipeline, prompt = voice_registry.merged_pipeline(voice)
+        expected = pipeline.synthesize(text, "en", prompt, SynthesisParams(**params))
+        for sink in (by_alias, by_version):
+            assert sink.error is None, sink.error
+            np.testing.assert_allclose(sink.audio, expected, atol=1e-4)
+        assert other_version.error is not None and other_version.error.code == "NOT_FOUND"
+        assert "version 1 only" in other_version.error.message
+        assert unknown.error is not None and unknown.error.code == "NOT_FOUND"
+        assert "not in the voices directory" in unknown.error.message
+        with pytest.raises(ServeError, match="invalid"):  # never a path outside the folder
+            _submit(svc, text=text, voice="../etc")
+        svc.evict(voice.name, revoked=True)
+        revoked = _submit(svc, text=text, voice=voice.name)
+        assert revoked.done.wait(60) and revoked.error is not None and "revoked" in revoked.error.message
+    finally:
+        svc.close()

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -28,7 +28,7 @@ from tritone.serving.errors import ServeError, from_exception, invalid
 from tritone.serving.request import Job, ResponseSink, SynthesisRequest
 from tritone.serving.runtime import Runtime
 from tritone.serving.scheduler import Scheduler, SchedulerConfig
-from tritone.serving.voices import RegistryVoices, prepare_reference
+from tritone.serving.voices import RegistryVoices, VoiceSource, prepare_reference
 from tritone.text import TextFrontend
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class ServeSettings:
     base_model: str = ""  # base model bundle ("" -> <model version dir>/base, else the build's weights)
     mlflow_uri: str = ""  # registry tracking URI ("" -> the registry's default, under TRITONE_HOME)
     adapter_store: str = ""  # local adapter store ("" -> $TRITONE_HOME/adapters/store)
+    voices_dir: str = ""  # serve the voices of this folder instead of the registry (adapters/directory.py)
     default_tenant: str = DEFAULT_TENANT  # tenant of a voice name given without one
     bank_slots: int = 16  # resident voices (LoRA slots besides slot 0, the base voice)
     max_rank: int = 16  # LoRA rank the bank holds (smaller ranks are zero-padded)
@@ -216,7 +217,7 @@ class TTSService:
         version_dir: Path | None = None,
         model: BaseModel | None = None,
         runtime: Runtime | None = None,
-        registry: AdapterRegistry | None = None,
+        registry: VoiceSource | None = None,
     ) -> None:
         self.settings = settings
         if settings.threads > 0:
@@ -232,6 +233,10 @@ class TTSService:
         self.sample_rate = config.vocoder.sampling_rate
         self.frontend = TextFrontend(version=config.version, max_chars=settings.max_text_chars)
         self.frontend.warmup()
+        from adapters.directory import VoiceDirectory
+
+        if registry is None and settings.voices_dir:
+            registry = VoiceDirectory(settings.voices_dir, settings.default_tenant)
         if registry is None:  # MLflow is imported only here: callers may bring their own voices
             from adapters.registry import AdapterRegistry
             from adapters.store import AdapterStore
@@ -245,17 +250,17 @@ class TTSService:
                 serving_base=self.base_sha256,
                 default_tenant=settings.default_tenant,
             )
-        self.registry = registry
+        self.registry: VoiceSource = registry
         self.voices = RegistryVoices(registry, self.base_sha256)
         self.bank = AdapterBank(self.runtime, self.voices.load, workers=settings.loader_threads)
         self.scheduler = Scheduler(self.runtime, self.bank, config, settings.scheduler_config()).start()
         self.watcher: Watcher | None = None
-        if settings.feed_interval_s > 0:
+        if settings.feed_interval_s > 0 and not isinstance(registry, VoiceDirectory):  # a folder has no feed
             from adapters.feed import ChangeFeed
 
-            self.watcher = ChangeFeed(registry, interval_s=settings.feed_interval_s).watch(
-                self.voices.on_changes(self._on_revoked)
-            )
+            self.watcher = ChangeFeed(
+                cast("AdapterRegistry", registry), interval_s=settings.feed_interval_s
+            ).watch(self.voices.on_changes(self._on_revoked))
         log.info(
             "tts ready: base %s, %s runtime, %d voice slots, %d batch rows, data in %s",
             self.base_sha256[:12],

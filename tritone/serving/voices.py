@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -27,15 +28,36 @@ from tritone.voice import VoicePrompt
 
 if TYPE_CHECKING:
     from adapters.feed import VoiceChange
-    from adapters.registry import AdapterRegistry
+    from adapters.names import VoiceId
 
 log = logging.getLogger(__name__)
 
 
-class RegistryVoices:
-    """Adapters from the registry, verified against the served base (`base_sha256`)."""
+class ResolvedAdapter(Protocol):
+    """What a resolution names: the immutable version and its verified local directory."""
 
-    def __init__(self, registry: AdapterRegistry, base_sha256: str) -> None:
+    @property
+    def voice(self) -> VoiceId: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def content_sha256(self) -> str: ...
+
+
+class VoiceSource(Protocol):
+    """Where voices are resolved: the MLflow `AdapterRegistry`, or a `VoiceDirectory` folder."""
+
+    def resolve(self, ref: str) -> ResolvedAdapter: ...
+    def forget(self, voice: VoiceId) -> int: ...
+    def invalidate(self, voice: VoiceId | None = None) -> None: ...
+
+
+class RegistryVoices:
+    """Adapters from the registry (or a voices folder), verified against the served base."""
+
+    def __init__(self, registry: VoiceSource, base_sha256: str) -> None:
         self.registry = registry
         self.base_sha256 = base_sha256
 
