@@ -273,6 +273,39 @@ def test_cuda_graph_step_pads_rows_into_the_scratch_row() -> None:
         assert torch.allclose(cuda.v[:, b, :, :n], ref.v[:, b, :, :n], atol=1e-6)
 
 
+def test_the_gpu_targets_half_precision_runs_every_graph_and_serves(tmp_path: Path) -> None:
+    """The gpu target's default runtime computes in float16 (CUDA graphs aside, the same code on
+    the CPU): every graph runs with half weights (a float32 tensor meeting half weights fails)
+    within fp16 rounding of the fp32 reference, and a request is served end to end with it."""
+    from build.bench_components import calls, load_adapters
+    from loadtest.bench_gpu import output_error, write_voices
+    from tritone.serving.runtime_cuda import CudaGraphRuntime
+    from tritone.serving.runtime_torch import TorchRuntime
+    from tritone.serving.service import ServeSettings, TTSService
+
+    model = tiny_model()
+    half = CudaGraphRuntime(model, bank_size=9, max_rank=16, device="cpu", dtype=torch.float16)
+    ref = TorchRuntime(model, bank_size=9, max_rank=16, device="cpu")
+    for rt in (half, ref):
+        load_adapters(rt, model)
+    want, got = calls(ref, model.config, 8), calls(half, model.config, 8)
+    errors = {graph: output_error(want[graph](), got[graph]()) for graph in want}
+    assert max(errors.values()) < 2e-2, errors
+    assert max(errors.values()) > 0  # it did compute in half precision
+
+    served = CudaGraphRuntime(model, bank_size=2, max_rank=16, device="cpu", dtype=torch.float16)
+    voices = write_voices(model, served.base_sha256, 1, tmp_path / "voices")
+    settings = ServeSettings(bank_slots=2, feed_interval_s=0, voices_dir=str(tmp_path / "voices"))
+    service = TTSService(settings, model=model, runtime=served)
+    try:
+        from loadtest.bench_gpu import in_process
+
+        timing = in_process(service)(voices[0], 3, 20)
+        assert timing.samples > 0 and timing.first is not None
+    finally:
+        service.close()
+
+
 def test_gpu_runtimes_refuse_to_start_without_a_gpu(build_dir: Path) -> None:
     from tritone.serving.runtime_cuda import CudaGraphRuntime
 

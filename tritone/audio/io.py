@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 
 class AudioError(ValueError):
@@ -60,6 +59,9 @@ def resample(audio: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
     if sr_from == sr_to:
         return audio.astype(np.float32, copy=False)
     g = gcd(sr_from, sr_to)
+    # imported here: scipy.signal loads much of scipy, and serving registered voices never resamples
+    from scipy.signal import resample_poly
+
     out = resample_poly(audio.astype(np.float64), sr_to // g, sr_from // g)
     return out.astype(np.float32)
 

@@ -393,7 +393,8 @@ def stretch_rows(x: Tensor, lengths: Tensor, frames: Tensor, t_out: int) -> Tens
     last = (lengths.long() - 1).unsqueeze(1)
     i0 = torch.minimum(src.long(), last)
     i1 = torch.minimum(i0 + 1, last)
-    w1 = (src - i0.to(src.dtype)).clamp(0.0, 1.0).unsqueeze(1)  # [B, 1, T']
+    # positions in float32 (half precision cannot count frames past 2048); weights in x's dtype
+    w1 = (src - i0.to(src.dtype)).clamp(0.0, 1.0).unsqueeze(1).to(x.dtype)  # [B, 1, T']
     x0 = x.gather(2, i0.unsqueeze(1).expand(B, C, t_out))
     x1 = x.gather(2, i1.unsqueeze(1).expand(B, C, t_out))
     return (x0 * (1.0 - w1) + x1 * w1) * length_mask(frames, t_out, x.dtype)
