@@ -265,6 +265,9 @@ class AdapterRegistry:
         # (raw reference, default tenant) -> (expiry, result): a hit skips even parsing.
         self._cache: dict[tuple[str, str], tuple[float, ResolvedVoice]] = {}
         self._cache_lock = threading.Lock()
+        # bumped by every invalidation: a cold resolve that overlapped one may have read the old
+        # state, so its answer is returned but not cached (else it would outlive the change)
+        self._invalidations = 0
         self._experiments: dict[str, str] = {}
 
     # ---------------------------------------------------------------------------------------
@@ -333,6 +336,7 @@ class AdapterRegistry:
     def invalidate(self, voice: str | VoiceId | None = None) -> None:
         """Drop cached resolutions (of one voice, or all)."""
         with self._cache_lock:
+            self._invalidations += 1
             if voice is None:
                 self._cache.clear()
                 return
@@ -560,9 +564,12 @@ class AdapterRegistry:
         if hit is not None and hit[0] > time.monotonic() and hit[1].path.is_dir():
             return hit[1]
         parsed = ref if isinstance(ref, VoiceRef) else parse_voice_ref(ref, self.default_tenant)
+        with self._cache_lock:
+            invalidations = self._invalidations
         resolved = self._resolve_cold(parsed)
         with self._cache_lock:
-            self._cache[key] = (time.monotonic() + self.cache_ttl_s, resolved)
+            if self._invalidations == invalidations:
+                self._cache[key] = (time.monotonic() + self.cache_ttl_s, resolved)
         return resolved
 
     def _resolve_cold(self, ref: VoiceRef) -> ResolvedVoice:
@@ -711,6 +718,7 @@ class AdapterRegistry:
     def _forget_versions(self, vid: VoiceId, versions: list[ModelVersion]) -> int:
         contents = {(mv.tags or {}).get("content_sha256", "") for mv in versions}
         with self._cache_lock:
+            self._invalidations += 1
             for key in [k for k, (_, r) in self._cache.items() if r.voice == vid]:
                 contents.add(self._cache.pop(key)[1].content_sha256)
         removed = 0

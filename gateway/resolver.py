@@ -86,6 +86,10 @@ class VoiceResolver:
         self._cache: dict[str, _Cached] = {}
         self._catalog: dict[VoiceId, CatalogEntry] = {}
         self._revoked: set[VoiceId] = set()
+        # per voice, bumped whenever the feed (or a revocation) drops its cached resolutions: a
+        # cold resolve that overlapped such a change may have read the old aliases, so its
+        # answer is returned but not cached (else it would be served until its TTL)
+        self._changes: dict[VoiceId, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -138,8 +142,7 @@ class VoiceResolver:
                     self._catalog[vid] = CatalogEntry(vid, {}, change.latest_version, revoked=True)
                 else:
                     self._catalog[vid] = CatalogEntry(vid, dict(change.aliases), change.latest_version)
-                for key in [k for k, c in self._cache.items() if c.value.voice == vid]:
-                    del self._cache[key]
+                self._drop_cached(vid)
                 if change.kind != "added" or self.stats.polls > 1:
                     log.info("voice %s %s (aliases %s)", vid, change.kind, change.aliases)
 
@@ -179,6 +182,8 @@ class VoiceResolver:
             return cached.value
         self.stats.misses += 1
         self._on_lookup("miss")
+        with self._lock:
+            changes = self._changes.get(ref.voice, 0)
         try:
             value = self._resolve_cold(ref)
         except VoiceRevoked:
@@ -197,7 +202,7 @@ class VoiceResolver:
                 return cached.value
             raise RegistryUnavailable(f"the voice registry is unreachable: {type(exc).__name__}") from exc
         with self._lock:
-            if ref.voice not in self._revoked:
+            if ref.voice not in self._revoked and self._changes.get(ref.voice, 0) == changes:
                 self._cache[key] = _Cached(value, now)
         return value
 
@@ -209,8 +214,13 @@ class VoiceResolver:
             entry = self._catalog.get(voice)
             latest = entry.latest_version if entry is not None else None
             self._catalog[voice] = CatalogEntry(voice, {}, latest, revoked=True)
-            for key in [k for k, c in self._cache.items() if c.value.voice == voice]:
-                del self._cache[key]
+            self._drop_cached(voice)
+
+    def _drop_cached(self, voice: VoiceId) -> None:
+        """Forget the voice's cached resolutions (the caller holds the lock)."""
+        self._changes[voice] = self._changes.get(voice, 0) + 1
+        for key in [k for k, c in self._cache.items() if c.value.voice == voice]:
+            del self._cache[key]
 
     def _resolve_cold(self, ref: VoiceRef) -> ResolvedVersion:
         client = self.registry.client

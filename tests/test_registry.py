@@ -556,3 +556,56 @@ def test_gateway_resolver_lists_a_voice_as_revoked_once_a_resolution_finds_it_re
     assert resolver.known(ref.voice) is False
     with pytest.raises(VoiceRevoked):
         resolver.resolve(parse_voice_ref(f"{voice}/1", default_tenant="acme"))
+
+
+def test_a_resolution_overlapping_a_change_is_not_cached(backend: Backend, tmp_path: Path) -> None:
+    """A cold resolution that read the aliases just before a rollback and returned after the
+    change feed (or `invalidate`) dropped the cache must not put the old answer back into the
+    cache: it would be served until its TTL instead of within one feed interval."""
+    from adapters.names import parse_voice_ref
+    from gateway.resolver import VoiceResolver
+
+    reg = _registry(backend, tmp_path)
+    voice, _ = _new_voice(backend, reg, tmp_path, seed=1)
+    reg.promote(voice)
+    _new_voice(backend, reg, tmp_path, voice=voice.split(".")[1], seed=2)
+    reg.promote(voice)  # production -> 2, previous -> 1
+    ref = parse_voice_ref(voice, default_tenant="acme")
+
+    def overlapped(resolver_cold: Any, change: Any) -> Any:
+        """Wrap a cold-resolve function: read the registry, then let `change` happen, then return."""
+
+        def cold(r: Any) -> Any:
+            answer = resolver_cold(r)
+            change()
+            return answer
+
+        return cold
+
+    # the gateway's resolver (feed-driven)
+    resolver = VoiceResolver(_registry(backend, tmp_path / "gw"), feed_interval_s=3600, ttl_s=3600)
+    resolver.poll_once()
+
+    def rollback_and_poll() -> None:
+        reg.rollback(voice)
+        assert any(c.kind == "changed" for c in resolver.poll_once())
+
+    cold = resolver._resolve_cold
+    resolver._resolve_cold = overlapped(cold, rollback_and_poll)  # type: ignore[method-assign]
+    assert resolver.resolve(ref).version == 2  # what it read before the rollback
+    resolver._resolve_cold = cold  # type: ignore[method-assign]
+    assert resolver.resolve(ref).version == 1  # not the stale cached 2
+
+    # the registry's own resolution cache (the tts model's), dropped by `invalidate`
+    reg.promote(voice, version=2)  # production -> 2 again
+    served = _registry(backend, tmp_path / "serve")
+    registry_cold = served._resolve_cold
+
+    def rollback_and_invalidate() -> None:
+        reg.rollback(voice)
+        served.invalidate(ref.voice)
+
+    served._resolve_cold = overlapped(registry_cold, rollback_and_invalidate)  # type: ignore[method-assign]
+    assert served.resolve(voice).version == 2
+    served._resolve_cold = registry_cold  # type: ignore[method-assign]
+    assert served.resolve(voice).version == 1
