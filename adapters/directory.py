@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.errors import VoiceNotFound, VoiceRevoked
-from adapters.format import read_manifest
+from adapters.format import MANIFEST_FILE, read_manifest
 from adapters.names import DEFAULT_TENANT, VoiceId, VoiceRef, parse_voice_id, parse_voice_ref
 
 DIRECTORY_VERSION = 1
@@ -59,7 +59,7 @@ class VoiceDirectory:
                 vid = parse_voice_id(child.name, self.default_tenant)
             except ValueError:
                 continue
-            if str(vid) == child.name and (child / "manifest.json").is_file():
+            if str(vid) == child.name and (child / MANIFEST_FILE).is_file():
                 found.append(vid)
         return found
 
@@ -74,7 +74,7 @@ class VoiceDirectory:
                 f"{vid}/{parsed.version}: a voices directory holds version {DIRECTORY_VERSION} only"
             )
         path = self.root / str(vid)  # tenant and name are checked names: no separators, no dots
-        if not (path / "manifest.json").is_file():
+        if not (path / MANIFEST_FILE).is_file():
             raise VoiceNotFound(f"voice {vid} is not in the voices directory {self.root}")
         _, content_sha256 = read_manifest(path)
         return DirectoryVoice(vid, DIRECTORY_VERSION, path, content_sha256)
