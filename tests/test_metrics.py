@@ -19,6 +19,7 @@ from training.metrics import (
     normalize_text,
     number_to_words,
     ordinal_words,
+    periodicity,
     real_time_factor,
     speaker_embedding,
     speaker_embeddings,
@@ -168,3 +169,23 @@ def test_written_wav_round_trip(tmp_path: Path, clips: dict[str, list[tuple[np.n
     sf.write(str(tmp_path / "a.wav"), audio, sr, subtype="PCM_16")
     back, back_sr = sf.read(str(tmp_path / "a.wav"), dtype="int16")
     assert back_sr == sr and np.array_equal(back, audio)
+
+
+def test_periodicity_tells_voiced_speech_from_noise(clips: dict[str, list[tuple[np.ndarray, int]]]) -> None:
+    sr = 32_000
+    t = np.arange(sr) / sr
+    tone = sum(np.sin(2 * np.pi * 160 * k * t) / k for k in range(1, 20))  # period: 200 samples
+    noise = np.random.default_rng(0).standard_normal(sr)
+    assert periodicity(tone, sr) > 0.9
+    assert periodicity(noise, sr) < 0.2
+    assert periodicity(np.zeros(sr), sr) == 0.0 and periodicity(np.zeros(10), sr) == 0.0
+    speech = [periodicity(a.astype(np.float64) / 32768.0, s) for a, s in clips["flite_awb"]]
+    # real speech sits between: voiced frames are periodic, fricatives and onsets are not
+    assert all(0.5 < p < 0.95 for p in speech), speech
+    # the same measure on the speech with its harmonics destroyed (the noise at its envelope)
+    audio, s = clips["flite_awb"][0]
+    x = audio.astype(np.float64) / 32768.0
+    spectrum = np.fft.rfft(x)
+    phases = np.exp(2j * np.pi * np.random.default_rng(1).random(spectrum.shape))
+    scrambled = np.fft.irfft(np.abs(spectrum) * phases, n=x.size)
+    assert periodicity(scrambled, s) < speech[0] - 0.2

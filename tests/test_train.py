@@ -275,3 +275,45 @@ def test_kl_weight_zero_leaves_the_prior_untrained(env: Env, base_dir: Path) -> 
         moved[weight] = max(float((state["sovits"][k] - init[k]).abs().max()) for k in enc_p)
     # weight 0: AdamW's decoupled weight decay alone (lr 1.5e-4 x 0.01 x |w|); weight 1: a full step
     assert moved[1.0] > 5e-5 and moved[0.0] < moved[1.0] / 10, moved
+
+
+def test_stft_loss_and_posterior_mean_options_reach_the_sovits_trainer(env: Env, base_dir: Path) -> None:
+    """`--stft-weight` and `--posterior-mean-steps` (S2TrainConfig) are honoured by the trainer:
+    the STFT loss is computed, added and logged; the run completes with both."""
+    import shutil
+
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "stft"
+    (recipe.run_dir / "ssl").mkdir(parents=True)
+    shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
+    recipe.sovits.steps, recipe.sovits.log_every = 2, 1
+    recipe.sovits.stft_weight, recipe.sovits.posterior_mean_steps = 2.5, 1
+    BaseTrainer(recipe).run("sovits")
+    stft = _history(env.uri, "tritone-train-sovits", "loss_stft")
+    assert len(stft) == 2 and all(v > 0 for v in stft), stft
+
+
+def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path) -> None:
+    """`python -m training.recipes.decoder_probe`: each variant trains in its own process, the
+    report scores every variant next to the recordings, finished variants are reused."""
+    import json
+
+    from training.recipes import decoder_probe
+
+    out = tmp_path / "probe"
+    common = ["--corpus", str(env.corpus), "--out", str(out), "--preset", "tiny", "--max-steps", "3"]
+    common += ["--voices", "1", "--per-voice", "1"]
+    assert decoder_probe.main([*common, "--variants", "sample", "mean+stft"]) == 0
+    report = json.loads((out / "probe.json").read_text())
+    rows = report["rows"]
+    assert list(rows) == ["recordings", "sample", "mean+stft"] and len(report["sentences"]) == 1
+    assert rows["recordings"]["mel_l1"] == 0.0 and rows["recordings"]["periodicity"] > 0.5
+    for name in ("sample", "mean+stft"):
+        assert rows[name]["steps"] == 3 and rows[name]["mel_l1"] > 0.1, rows[name]
+        assert 0.0 <= rows[name]["periodicity"] <= 1.1 and rows[name]["wer"] >= 0.0
+    weights = out / "sample" / decoder_probe.PROBE_FILE
+    before = weights.stat().st_mtime_ns
+    assert decoder_probe.main([*common, "--variants", "sample"]) == 0
+    assert weights.stat().st_mtime_ns == before  # reused, not retrained
+    with pytest.raises(SystemExit):
+        decoder_probe.main(["--corpus", str(env.corpus), "--variants", "posterior"])

@@ -260,6 +260,18 @@ def add_train_commands(subparsers: Any) -> None:
         "--kl-weight", type=float, default=None, help="weight of the SoVITS KL term (default 1, as upstream)"
     )
     base.add_argument(
+        "--stft-weight",
+        type=float,
+        default=None,
+        help="weight of the SoVITS generator's multi-resolution STFT loss (default 0: off, as upstream)",
+    )
+    base.add_argument(
+        "--posterior-mean-steps",
+        type=int,
+        default=None,
+        help="first SoVITS steps in which the generator vocodes the posterior's mean, not a sample",
+    )
+    base.add_argument(
         "--prior-start",
         type=int,
         default=None,
@@ -394,6 +406,10 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.prior_mel_weight = args.prior_mel_weight
     if args.kl_weight is not None:
         recipe.sovits.kl_weight = args.kl_weight
+    if args.stft_weight is not None:
+        recipe.sovits.stft_weight = args.stft_weight
+    if args.posterior_mean_steps is not None:
+        recipe.sovits.posterior_mean_steps = args.posterior_mean_steps
     if args.sovits_batch is not None:
         recipe.sovits.max_batch = args.sovits_batch
         recipe.sovits.max_frames = 200 * args.sovits_batch

@@ -7,6 +7,7 @@
   abbreviations spelled out). Only English can be recognised: no offline Mandarin recogniser
   is available here (pocketsphinx ships en-us only), so zh CER can be scored from a transcript
   you bring (`cer`) but `transcribe(..., lang="zh")` refuses.
+* Periodicity: how voiced a clip sounds (the harmonics a whispering, noisy vocoder lacks).
 * Real-time factor: processing seconds per second of audio produced.
 
 Models load on first use and are cached for the process. All audio inputs are numpy arrays
@@ -57,6 +58,30 @@ def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if x.size == 0:
         raise ValueError("audio is empty")
     return np.clip(resample(x, int(sample_rate), METRIC_SAMPLE_RATE), -1.0, 1.0).astype(np.float32)
+
+
+def periodicity(audio: np.ndarray, sample_rate: int) -> float:
+    """Mean peak of the normalised autocorrelation at pitch lags (2.5-12.5 ms, 80-400 Hz) over
+    the clip's loud 40 ms frames (hop 20 ms; RMS at least half the clip's).
+
+    About 1 for a steady voiced sound, under 0.2 for white noise; the clips of the demo corpus
+    score 0.67-0.97 (mean 0.83), a vocoder that reproduces the envelope but not the harmonics
+    about 0.4.
+    """
+    x = np.asarray(audio, dtype=np.float64).ravel()
+    frame, hop = int(0.040 * sample_rate), int(0.020 * sample_rate)
+    lo, hi = int(0.0025 * sample_rate), int(0.0125 * sample_rate)
+    level = float(np.sqrt(np.mean(x**2))) if x.size else 0.0
+    peaks = []
+    for start in range(0, x.size - frame, hop):
+        f = x[start : start + frame] - x[start : start + frame].mean()
+        if level == 0.0 or np.sqrt(np.mean(f**2)) < 0.5 * level:
+            continue
+        ac = np.correlate(f, f, "full")[frame - 1 :]
+        lags = np.arange(lo, hi)
+        # per-lag mean products (a lag of L sums frame - L terms), relative to the power
+        peaks.append(float(np.max(ac[lo:hi] / (frame - lags)) / (ac[0] / frame + 1e-12)))
+    return float(np.mean(peaks)) if peaks else 0.0
 
 
 # --- speaker similarity -----------------------------------------------------------------------

@@ -10,7 +10,9 @@ with `ssl_proj`). The discriminators are trained on the same slices.
 Demo-scale departures, all switches of `S2TrainConfig`: the discriminators are `NarrowMPD`
 (1/8 width, `d_shrink`); the first `gan_start` steps train without them (mel + KL only), which
 gets a CPU run to intelligible audio sooner; a second, finer mel resolution joins the L1
-(`fine_mel`). Every `eval_every` steps the inference path (tokens -> prior -> reverse flow ->
+(`fine_mel`). Off by default, for faster generator learning: a multi-resolution STFT loss
+(`stft_weight`) and, for the first `posterior_mean_steps`, vocoding the posterior's mean instead
+of a sample (the generator first learns from a clean latent). Every `eval_every` steps the inference path (tokens -> prior -> reverse flow ->
 vocoder, reference = the clip itself) is scored by mel L1 on held-out sentences and one sample
 is logged to MLflow as audio and a spectrogram image.
 """
@@ -48,6 +50,7 @@ from training.losses import (
     KL_WEIGHT,
     MEL_WEIGHT,
     MelLoss,
+    StftLoss,
     discriminator_loss,
     feature_loss,
     generator_loss,
@@ -78,6 +81,8 @@ class S2TrainConfig:
     prior_noise: float = 0.5  # the noise scale of that path (the pipeline's default)
     prior_mel_weight: float = 0.0  # L1 of a linear log-mel read-out of the prior mean (training only)
     kl_weight: float = KL_WEIGHT  # below 1, the posterior may carry detail before the prior can follow
+    stft_weight: float = 0.0  # multi-resolution STFT loss on the generator's slice (0 = off, as upstream)
+    posterior_mean_steps: int = 0  # for these first steps the generator gets the posterior's mean
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
@@ -147,14 +152,21 @@ class S2Generator(nn.Module):
         self.sovits = sovits
         self.vocoder = vocoder
 
-    def forward(self, batch: S2Batch, prior_noise: float | None = None) -> tuple[S2TrainOutput, Tensor]:
-        """-> (the VITS outputs, generated audio of the slice). With `prior_noise`, the generator
-        is fed the inference path's latent instead of the posterior's: a prior sample
-        (m_p + eps * exp(logs_p) * prior_noise) through the reverse flow, cut at the same slice."""
+    def forward(
+        self, batch: S2Batch, prior_noise: float | None = None, posterior_mean: bool = False
+    ) -> tuple[S2TrainOutput, Tensor]:
+        """-> (the VITS outputs, generated audio of the slice). By default the generator vocodes
+        the slice of the posterior sample z. With `posterior_mean`, the slice of the posterior's
+        mean instead (no sampling noise; the KL still sees the sample). With `prior_noise`, the
+        inference path's latent: a prior sample (m_p + eps * exp(logs_p) * prior_noise) through
+        the reverse flow, cut at the same slice."""
         out = self.sovits.forward_train(
             batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens
         )
         if prior_noise is None:
+            if posterior_mean:
+                m_slice = slice_segments(out.m_q, out.ids_slice, out.z_slice.shape[2])
+                return out, self.vocoder(m_slice, out.ge)
             return out, self.vocoder(out.z_slice, out.ge)
         eps = torch.randn_like(out.m_p)
         z_p = (out.m_p + eps * torch.exp(out.logs_p) * prior_noise) * out.z_mask
@@ -265,6 +277,7 @@ def train_sovits(
     aux = nn.Conv1d(sovits_config.inter_channels, SpectrogramConfig().n_mels, 1).to(info.device)
     opt_aux = torch.optim.AdamW(aux.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-9)
     mel = MelLoss((SpectrogramConfig(), FINE_MEL) if cfg.fine_mel else (SpectrogramConfig(),))
+    stft = StftLoss()
     eval_mel = MelLoss((SpectrogramConfig(),))
     hop = sovits_config.hop_length
     seg = sovits_config.segment_frames
@@ -326,7 +339,7 @@ def train_sovits(
             batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx], gains)
             batch = batch.to(info.device)
             prior_noise = cfg.prior_noise if cfg.prior_start is not None and step >= cfg.prior_start else None
-            out, y_hat = gen_net(batch, prior_noise)
+            out, y_hat = gen_net(batch, prior_noise, step < cfg.posterior_mean_steps)
             y = slice_wav(batch.wav, out.ids_slice, seg, hop)
             use_gan = step >= cfg.gan_start
             logs: dict[str, float] = {}
@@ -341,6 +354,10 @@ def train_sovits(
             loss_mel = mel(y_hat, y)
             loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
             loss_g = MEL_WEIGHT * loss_mel + cfg.kl_weight * loss_kl + out.commit_loss
+            if cfg.stft_weight > 0:
+                loss_stft = stft(y_hat, y)
+                loss_g = loss_g + cfg.stft_weight * loss_stft
+                logs["loss_stft"] = loss_stft.item()
             if cfg.prior_mel_weight > 0:
                 target = spec_to_mel(batch.spec)  # [B, n_mels, T], the frames of m_p
                 frames = out.z_mask.sum().clamp(min=1.0) * target.shape[1]
