@@ -12,9 +12,10 @@ Demo-scale departures, all switches of `S2TrainConfig`: the discriminators are `
 gets a CPU run to intelligible audio sooner; a second, finer mel resolution joins the L1
 (`fine_mel`). Off by default, for faster generator learning: a multi-resolution STFT loss
 (`stft_weight`) and, for the first `posterior_mean_steps`, vocoding the posterior's mean instead
-of a sample (the generator first learns from a clean latent). Every `eval_every` steps the inference path (tokens -> prior -> reverse flow ->
-vocoder, reference = the clip itself) is scored by mel L1 on held-out sentences and one sample
-is logged to MLflow as audio and a spectrogram image.
+of a sample (the generator first learns from a clean latent). Every `eval_every` steps the
+inference path (tokens -> prior -> reverse flow -> vocoder, reference = the clip itself) is
+scored by mel L1 on held-out sentences and one sample is logged to MLflow as audio and a
+spectrogram image.
 """
 
 from __future__ import annotations

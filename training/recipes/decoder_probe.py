@@ -37,7 +37,7 @@ PROBE_FILE = "probe.pt"
 SEGMENT_FRAMES = 32
 BATCH = 4
 GAN_START = 400
-KL_WEIGHT = 0.1
+PROBE_KL_WEIGHT = 0.1  # the side runs' --kl-weight
 STFT_WEIGHT = 2.5
 
 
@@ -112,7 +112,7 @@ def train_variant(
         y_hat = vocoder(m if use_mean else z)
         loss = MEL_WEIGHT * mel(y_hat, y)
         if not use_mean:  # KL(q || N(0, I)) per frame, from the sample
-            loss = loss + KL_WEIGHT * torch.sum(-logs + 0.5 * z**2 - 0.5) / (BATCH * SEGMENT_FRAMES)
+            loss = loss + PROBE_KL_WEIGHT * torch.sum(-logs + 0.5 * z**2 - 0.5) / (BATCH * SEGMENT_FRAMES)
         if use_stft:
             loss = loss + STFT_WEIGHT * stft(y_hat, y)
         if step > GAN_START:
