@@ -311,6 +311,15 @@ def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path
     for name in ("sample", "mean+stft"):
         assert rows[name]["steps"] == 3 and rows[name]["mel_l1"] > 0.1, rows[name]
         assert 0.0 <= rows[name]["periodicity"] <= 1.1 and rows[name]["wer"] >= 0.0
+    # a source-filter variant: scored with its head's pitch and, as a second row, the true pitch
+    assert decoder_probe.main([*common, "--variants", "mean+nsf"]) == 0
+    rows = json.loads((out / "probe.json").read_text())["rows"]
+    assert list(rows) == ["recordings", "mean+nsf", "mean+nsf, true pitch"]
+    assert rows["mean+nsf"]["steps"] == rows["mean+nsf, true pitch"]["steps"] == 3
+    assert rows["mean+nsf"]["mel_l1"] != rows["mean+nsf, true pitch"]["mel_l1"]
+    assert 0.0 <= rows["mean+nsf"]["pitch_voicing_agreement"] <= 1.0
+    assert "pitch_voicing_agreement" not in rows["mean+nsf, true pitch"]
+    assert "mean+nsf, true pitch" in (out / "probe.md").read_text()
     weights = out / "sample" / decoder_probe.PROBE_FILE
     before = weights.stat().st_mtime_ns
     assert decoder_probe.main([*common, "--variants", "sample"]) == 0

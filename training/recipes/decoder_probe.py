@@ -3,18 +3,23 @@ linear spectrogram -> posterior encoder -> generator, no GPT, prior or flow) wit
 objectives for the same time or steps, then resynthesise held-out sentences of training
 speakers and score them (docs/QUALITY.md §4).
 
-    python -m training.recipes.decoder_probe [--variants sample sample+stft mean mean+stft]
-        [--minutes 45] [--max-steps N] [--jobs 2]
+    python -m training.recipes.decoder_probe [--variants sample sample+stft mean mean+stft
+        sample+nsf mean+nsf] [--minutes 45] [--max-steps N] [--jobs 2]
 
 Variants: the generator's input is the posterior's sample (`sample`, with a KL of 0.1 to a
 standard normal standing in for the prior, which the probe has not) or its mean (`mean`, no
-KL); `+stft` adds the multi-resolution STFT loss (x 2.5) to the mel L1 (x 45). All variants:
-the demo preset's sizes, 0.64 s slices, 4 per step, random gain 0.5-1.1, the narrow period
-discriminator from step 400, AdamW 3e-4. These are the choices `S2TrainConfig.stft_weight` and
-`posterior_mean_steps` make available to the real trainer. Each variant trains in its own
-single-threaded process under `<out>/<variant>/probe.pt` (a finished one is reused); the report
-(`probe.json` / `.md`: pocketsphinx WER, mel L1 and periodicity of the resynthesis, next to
-the recordings) evaluates every variant's weights on the same sentences.
+KL); `+stft` adds the multi-resolution STFT loss (x 2.5) to the mel L1 (x 45); `+nsf` swaps
+the generator for its source-filter form (`tritone.models.source_filter`: a harmonic
+excitation at the clip's pitch added at every upsampling stage) and trains a pitch head on the
+posterior's mean, detached, to say whether the latent carries the pitch. All variants: the demo
+preset's sizes, 0.64 s slices, 4 per step, random gain 0.5-1.1, the narrow period
+discriminator from step 400, AdamW 3e-4. `+stft` and `mean` are the choices
+`S2TrainConfig.stft_weight` and `posterior_mean_steps` make available to the real trainer;
+`+nsf` is not in the served model. Each variant trains in its own single-threaded process
+under `<out>/<variant>/probe.pt` (a finished one is reused); the report (`probe.json` / `.md`:
+pocketsphinx WER, mel L1 and periodicity of the resynthesis, next to the recordings)
+evaluates every variant's weights on the same sentences, a `+nsf` one twice: with the pitch
+its head predicts and with the recording's own (`, true pitch`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-VARIANTS = ("sample", "sample+stft", "mean", "mean+stft")
+VARIANTS = ("sample", "sample+stft", "mean", "mean+stft", "sample+nsf", "mean+nsf")
 PROBE_FILE = "probe.pt"
 SEGMENT_FRAMES = 32
 BATCH = 4
@@ -41,15 +46,27 @@ PROBE_KL_WEIGHT = 0.1  # the side runs' --kl-weight
 STFT_WEIGHT = 2.5
 
 
-def _modules(preset: str) -> tuple[Any, Any]:
+def _modules(preset: str, variant: str) -> tuple[Any, Any, Any]:
+    """(posterior encoder, generator, pitch head or None) of a variant."""
     from tritone.models.base import BaseModelConfig
+    from tritone.models.source_filter import PitchHead, SourceFilterVocoder
     from tritone.models.sovits import SoVITS
     from tritone.models.vocoder import Vocoder
 
     config = BaseModelConfig.preset(preset)
     enc_q = SoVITS(config.sovits, posterior=True).enc_q
     assert enc_q is not None
-    return enc_q, Vocoder(config.vocoder)
+    if variant.endswith("+nsf"):
+        return enc_q, SourceFilterVocoder(config.vocoder), PitchHead(config.vocoder.in_channels)
+    return enc_q, Vocoder(config.vocoder), None
+
+
+def _pitch(audio: Tensor, hop: int, frames: int) -> Tensor:
+    """f0 [B, frames] of audio [B, samples] (`tritone.audio.pitch`)."""
+    from tritone.audio.pitch import pitch_track
+
+    rows = [pitch_track(a.numpy(), 32_000, hop)[:frames] for a in audio]
+    return torch.from_numpy(np.stack(rows))
 
 
 def train_variant(
@@ -78,7 +95,7 @@ def train_variant(
         return path
     seed_everything(seed)
     torch.set_num_threads(1)
-    enc_q, vocoder = _modules(preset)
+    enc_q, vocoder, pitch_head = _modules(preset, variant)
     hop = vocoder.hop_length
     clips = [u.wav_path for u in read_list(corpus / "train.list").utterances]
     cache: dict[Path, Tensor] = {}
@@ -92,12 +109,18 @@ def train_variant(
     if not long_enough:
         raise ValueError(f"{corpus / 'train.list'}: no clip is longer than {SEGMENT_FRAMES * hop} samples")
     params = [*enc_q.parameters(), *vocoder.parameters()]
+    if pitch_head is not None:
+        params += list(pitch_head.parameters())
     opt = torch.optim.AdamW(params, lr=3e-4, betas=(0.8, 0.99), eps=1e-9)
     disc = make_discriminator(8)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=3e-4, betas=(0.8, 0.99), eps=1e-9)
     mel, stft = MelLoss((SpectrogramConfig(), FINE_MEL)), StftLoss()
     lengths = torch.full((BATCH,), SEGMENT_FRAMES)
-    use_mean, use_stft = variant.startswith("mean"), variant.endswith("+stft")
+    use_mean, use_stft, use_source = (
+        variant.startswith("mean"),
+        variant.endswith("+stft"),
+        pitch_head is not None,
+    )
     step, t0 = 0, time.time()
     while step < max_steps and time.time() - t0 < minutes * 60:
         step += 1
@@ -109,8 +132,14 @@ def train_variant(
         y = torch.stack(segments).unsqueeze(1)  # [B, 1, samples]
         spec = spectrogram(y[:, 0])[:, :, :SEGMENT_FRAMES]  # [B, bins, frames]
         z, m, logs, _ = enc_q(spec, lengths)
-        y_hat = vocoder(m if use_mean else z)
-        loss = MEL_WEIGHT * mel(y_hat, y)
+        latent = m if use_mean else z
+        if use_source:  # trained on the true pitch; the head learns to read it from the latent
+            f0 = _pitch(y[:, 0], hop, SEGMENT_FRAMES)
+            y_hat = vocoder(latent, f0)
+            loss = MEL_WEIGHT * mel(y_hat, y) + pitch_head.loss(pitch_head(m.detach()), f0)
+        else:
+            y_hat = vocoder(latent)
+            loss = MEL_WEIGHT * mel(y_hat, y)
         if not use_mean:  # KL(q || N(0, I)) per frame, from the sample
             loss = loss + PROBE_KL_WEIGHT * torch.sum(-logs + 0.5 * z**2 - 0.5) / (BATCH * SEGMENT_FRAMES)
         if use_stft:
@@ -131,6 +160,8 @@ def train_variant(
             print(json.dumps({"variant": variant, "step": step, "loss": round(loss.item(), 3)}), flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"enc_q": enc_q.state_dict(), "voc": vocoder.state_dict(), "step": step}
+    if pitch_head is not None:
+        state["pitch"] = pitch_head.state_dict()
     torch.save({**state, "preset": preset, "seconds": time.time() - t0}, path)
     return path
 
@@ -138,65 +169,93 @@ def train_variant(
 def evaluate(
     variants: list[str], corpus: Path, out: Path, voices: int, per_voice: int, preset: str
 ) -> dict[str, Any]:
-    """Resynthesise `per_voice` English `eval.list` sentences of the first `voices` speakers."""
+    """Resynthesise `per_voice` English `eval.list` sentences of the first `voices` speakers.
+
+    A `+nsf` variant gives two rows: with the pitch its head predicts from the latent (what a
+    served model would have) and, marked `true pitch`, with the recording's own.
+    """
     from training.data import read_list
     from training.losses import MelLoss
-    from training.metrics import audio_wer, periodicity
     from tritone.audio.features import SpectrogramConfig, spectrogram
     from tritone.audio.io import load_audio
+    from tritone.models.source_filter import PitchHead
 
     by_voice: dict[str, list[Any]] = {}
     for e in read_list(corpus / "eval.list").utterances:
         if e.lang == "en":
             by_voice.setdefault(e.speaker, []).append(e)
     chosen = [e for v in sorted(by_voice)[:voices] for e in by_voice[v][:per_voice]]
+    recordings = [torch.from_numpy(load_audio(e.wav_path, 32_000)[0]) for e in chosen]
     mel = MelLoss((SpectrogramConfig(),))
-    rows: dict[str, Any] = {}
-    for name in ["recordings", *variants]:
-        steps = None
-        if name != "recordings":
-            state = torch.load(out / name / PROBE_FILE, map_location="cpu")
-            enc_q, vocoder = _modules(state.get("preset", preset))
-            enc_q.load_state_dict(state["enc_q"])
-            vocoder.load_state_dict(state["voc"])
-            enc_q.eval()
-            vocoder.eval()
-            steps = int(state["step"])
-        words = errors = 0.0
-        mels, voiced = [], []
-        for e in chosen:
-            y = torch.from_numpy(load_audio(e.wav_path, 32_000)[0])
-            audio = y
-            if name != "recordings":
-                with torch.no_grad():
-                    spec = spectrogram(y.unsqueeze(0))
-                    _, m, _, _ = enc_q(spec, torch.tensor([spec.shape[2]]))
-                    audio = vocoder(m)[0, 0]  # the posterior mean: what the latent carries
-            n = min(audio.shape[0], y.shape[0])
-            mels.append(float(mel(audio[:n].view(1, 1, -1), y[:n].view(1, 1, -1))))
-            voiced.append(periodicity(audio.numpy(), 32_000))
-            result = audio_wer(audio.numpy(), 32_000, e.text)
-            n_words = len(result.reference.split())
-            words, errors = words + n_words, errors + result.wer * n_words
-        rows[name] = {
-            "steps": steps,
-            "wer": errors / max(words, 1.0),
-            "mel_l1": float(np.mean(mels)),
-            "periodicity": float(np.mean(voiced)),
-        }
+    rows: dict[str, Any] = {"recordings": _score(recordings, recordings, chosen, mel)}
+    for name in variants:
+        state = torch.load(out / name / PROBE_FILE, map_location="cpu")
+        enc_q, vocoder, pitch_head = _modules(state.get("preset", preset), name)
+        enc_q.load_state_dict(state["enc_q"])
+        vocoder.load_state_dict(state["voc"])
+        enc_q.eval()
+        vocoder.eval()
+        if pitch_head is not None:
+            pitch_head.load_state_dict(state["pitch"])
+        outputs: dict[str, list[Tensor]] = {name: [], f"{name}, true pitch": []}
+        voicing, cents = [], []
+        torch.manual_seed(0)  # the excitation's phases and noise
+        with torch.no_grad():
+            for y in recordings:
+                spec = spectrogram(y.unsqueeze(0))
+                _, m, _, _ = enc_q(spec, torch.tensor([spec.shape[2]]))  # the posterior mean
+                if pitch_head is None:
+                    outputs[name].append(vocoder(m)[0, 0])
+                    continue
+                true_f0 = _pitch(y.unsqueeze(0), vocoder.hop_length, m.shape[2])
+                f0 = PitchHead.decode(pitch_head(m))
+                outputs[name].append(vocoder(m, f0)[0, 0])
+                outputs[f"{name}, true pitch"].append(vocoder(m, true_f0)[0, 0])
+                voicing.append(float(((f0 > 0) == (true_f0 > 0)).float().mean()))
+                both = (f0 > 0) & (true_f0 > 0)
+                if both.any():
+                    cents.append(float(torch.median(torch.abs(1200 * torch.log2(f0[both] / true_f0[both])))))
+        for row, audio in outputs.items():
+            if audio:
+                rows[row] = {**_score(audio, recordings, chosen, mel), "steps": int(state["step"])}
+        if pitch_head is not None:
+            rows[name]["pitch_voicing_agreement"] = float(np.mean(voicing))
+            rows[name]["pitch_median_error_cents"] = float(np.median(cents)) if cents else None
     return {"sentences": [e.utt_id for e in chosen], "rows": rows}
+
+
+def _score(audio: list[Tensor], recordings: list[Tensor], utterances: list[Any], mel: Any) -> dict[str, Any]:
+    """WER over all sentences, mean mel L1 to the recordings, mean periodicity."""
+    from training.metrics import audio_wer, periodicity
+
+    words = errors = 0.0
+    mels, voiced = [], []
+    for a, y, e in zip(audio, recordings, utterances):
+        n = min(a.shape[0], y.shape[0])
+        mels.append(float(mel(a[:n].view(1, 1, -1), y[:n].view(1, 1, -1))))
+        voiced.append(periodicity(a.numpy(), 32_000))
+        result = audio_wer(a.numpy(), 32_000, e.text)
+        n_words = len(result.reference.split())
+        words, errors = words + n_words, errors + result.wer * n_words
+    wer, mel_l1, voicing = errors / max(words, 1.0), float(np.mean(mels)), float(np.mean(voiced))
+    return {"steps": None, "wer": wer, "mel_l1": mel_l1, "periodicity": voicing}
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{len(report['sentences'])} held-out sentences of training speakers, resynthesised from their spectrograms",
         "",
-        "| variant | steps | WER | mel L1 | periodicity |",
-        "|---|---|---|---|---|",
+        "| variant | steps | WER | mel L1 | periodicity | predicted pitch: voicing agreement, median error |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in report["rows"].items():
         steps = "-" if r["steps"] is None else str(r["steps"])
-        lines.append(f"| {name} | {steps} | {r['wer']:.1%} | {r['mel_l1']:.3f} | {r['periodicity']:.3f} |")
+        pitch = "-"
+        if "pitch_voicing_agreement" in r:
+            cents = r["pitch_median_error_cents"]
+            pitch = f"{r['pitch_voicing_agreement']:.0%}, " + ("-" if cents is None else f"{cents:.0f} cents")
+        row = f"| {name} | {steps} | {r['wer']:.1%} | {r['mel_l1']:.3f} | {r['periodicity']:.3f} | {pitch} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
