@@ -751,13 +751,23 @@ def test_health_readiness_metrics_reflection_and_openapi(stack: Stack) -> None:
 # -- registry changes -------------------------------------------------------------------------------------
 
 
+POLL_EVERY_S = 0.2  # 5 requests/s: under the tenant's rate limit, so polling never starves the stack
+
+
 def _poll(c: httpx.Client, body: dict[str, Any], done: Any, timeout: float) -> float:
-    """Send `body` until `done(response)`; seconds from the start until that request was sent."""
+    """Send `body` until `done(response)`; seconds from the start until that request was sent.
+
+    Paced below the tenant's rate limit: a tight loop would drain the module's shared token
+    bucket (429s for the tests after it) and spin on instant 429s, starving the gateway's
+    change-feed thread it is waiting for."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         sent = time.monotonic() - t0
-        if done(c.post("/v1/tts", json=body)):
+        r = c.post("/v1/tts", json=body)
+        assert r.status_code != 429, f"polling hit the rate limit: {r.text}"
+        if done(r):
             return sent
+        time.sleep(max(0.0, POLL_EVERY_S - (time.monotonic() - t0 - sent)))
     raise AssertionError(f"not done within {timeout} s")
 
 
