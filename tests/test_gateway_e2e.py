@@ -829,20 +829,23 @@ def test_triton_killed_mid_run_then_back_without_a_gateway_restart(stack: Stack)
     )
     assert next(stream).info.sample_rate == 32000
     stack.kill_triton()
-    with pytest.raises(grpc.RpcError) as err:
-        list(stream)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
-    r = c.post("/v1/tts", json={"text": SHORT, "voice": "demo", "params": FAST})
-    assert r.status_code == 503, r.text
-    assert _error(r)[0] == "UNAVAILABLE" and int(r.headers["retry-after"]) >= 1
-    with pytest.raises(grpc.RpcError) as err:
-        stack.stub().Synthesize(
-            tts_pb2.SynthesizeRequest(text=SHORT, voice="demo"), metadata=stack.md(), timeout=10
-        )
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert dict(err.value.trailing_metadata() or ()).get("retry-after")
-    _wait_for(lambda: c.get("/readyz").status_code == 503, 5, "readyz to report it")
-    stack.triton.start()  # same ports; returns once the model is ready
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            list(stream)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+        r = c.post("/v1/tts", json={"text": SHORT, "voice": "demo", "params": FAST})
+        assert r.status_code == 503, r.text
+        assert _error(r)[0] == "UNAVAILABLE" and int(r.headers["retry-after"]) >= 1
+        with pytest.raises(grpc.RpcError) as err:
+            stack.stub().Synthesize(
+                tts_pb2.SynthesizeRequest(text=SHORT, voice="demo"), metadata=stack.md(), timeout=10
+            )
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert dict(err.value.trailing_metadata() or ()).get("retry-after")
+        _wait_for(lambda: c.get("/readyz").status_code == 503, 5, "readyz to report it")
+    finally:  # the tests after this one need Triton, whatever failed above
+        if stack.triton.process is None:
+            stack.triton.start()  # same ports; returns once the model is ready
     _wait_for(
         lambda: c.post("/v1/tts", json={"text": SHORT, "voice": "demo", "params": FAST}).status_code == 200,
         15,
