@@ -303,12 +303,14 @@ def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path
     out = tmp_path / "probe"
     common = ["--corpus", str(env.corpus), "--out", str(out), "--preset", "tiny", "--max-steps", "3"]
     common += ["--voices", "1", "--per-voice", "1"]
-    assert decoder_probe.main([*common, "--variants", "sample", "mean+stft"]) == 0
+    assert decoder_probe.main([*common, "--variants", "sample", "mean+stft", "mean+spec"]) == 0
     report = json.loads((out / "probe.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["recordings", "sample", "mean+stft"] and len(report["sentences"]) == 1
+    assert list(rows) == ["recordings", "sample", "mean+stft", "mean+spec"] and len(report["sentences"]) == 1
     assert rows["recordings"]["mel_l1"] == 0.0 and rows["recordings"]["periodicity"] > 0.5
-    for name in ("sample", "mean+stft"):
+    spectral = torch.load(out / "mean+spec" / decoder_probe.PROBE_FILE)["voc"]
+    assert spectral["head.weight"].shape[0] == 2 * 641  # the spectral generator's head, not HiFi-GAN's
+    for name in ("sample", "mean+stft", "mean+spec"):
         assert rows[name]["steps"] == 3 and rows[name]["mel_l1"] > 0.1, rows[name]
         assert 0.0 <= rows[name]["periodicity"] <= 1.1 and rows[name]["wer"] >= 0.0
     # a source-filter variant: scored with its head's pitch and, as a second row, the true pitch

@@ -4,22 +4,24 @@ objectives for the same time or steps, then resynthesise held-out sentences of t
 speakers and score them (docs/QUALITY.md §4).
 
     python -m training.recipes.decoder_probe [--variants sample sample+stft mean mean+stft
-        sample+nsf mean+nsf] [--minutes 45] [--max-steps N] [--jobs 2]
+        sample+nsf mean+nsf sample+spec mean+spec] [--minutes 45] [--max-steps N] [--jobs 2]
 
 Variants: the generator's input is the posterior's sample (`sample`, with a KL of 0.1 to a
 standard normal standing in for the prior, which the probe has not) or its mean (`mean`, no
-KL); `+stft` adds the multi-resolution STFT loss (x 2.5) to the mel L1 (x 45); `+nsf` swaps
-the generator for its source-filter form (`tritone.models.source_filter`: a harmonic
-excitation at the clip's pitch added at every upsampling stage) and trains a pitch head on the
-posterior's mean, detached, to say whether the latent carries the pitch. All variants: the demo
-preset's sizes, 0.64 s slices, 4 per step, random gain 0.5-1.1, the narrow period
+KL); `+stft` adds the multi-resolution STFT loss (x 2.5) to the mel L1 (x 45); `+nsf` swaps the
+generator for its source-filter form (`tritone.models.source_filter`: a harmonic excitation at
+the clip's pitch added at every upsampling stage) and trains a pitch head on the posterior's
+mean, detached, to say whether the latent carries the pitch; `+spec` swaps it for a spectral
+generator of about the same size (`tritone.models.spectral_vocoder`: ConvNeXt blocks predict a
+short-time spectrum's log magnitude and phase, inverted by an inverse STFT). All variants: the
+demo preset's sizes, 0.64 s slices, 4 per step, random gain 0.5-1.1, the narrow period
 discriminator from step 400, AdamW 3e-4. `+stft` and `mean` are the choices
 `S2TrainConfig.stft_weight` and `posterior_mean_steps` make available to the real trainer;
-`+nsf` is not in the served model. Each variant trains in its own single-threaded process
-under `<out>/<variant>/probe.pt` (a finished one is reused); the report (`probe.json` / `.md`:
-pocketsphinx WER, mel L1 and periodicity of the resynthesis, next to the recordings)
-evaluates every variant's weights on the same sentences, a `+nsf` one twice: with the pitch
-its head predicts and with the recording's own (`, true pitch`).
+`+nsf` and `+spec` are not in the served model. Each variant trains in its own single-threaded
+process under `<out>/<variant>/probe.pt` (a finished one is reused); the report (`probe.json` /
+`.md`: pocketsphinx WER, mel L1 and periodicity of the resynthesis, next to the recordings)
+evaluates every variant's weights on the same sentences, a `+nsf` one twice: with the pitch its
+head predicts and with the recording's own (`, true pitch`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-VARIANTS = ("sample", "sample+stft", "mean", "mean+stft", "sample+nsf", "mean+nsf")
+VARIANTS = (
+    "sample",
+    "sample+stft",
+    "mean",
+    "mean+stft",
+    "sample+nsf",
+    "mean+nsf",
+    "sample+spec",
+    "mean+spec",
+)
 PROBE_FILE = "probe.pt"
 SEGMENT_FRAMES = 32
 BATCH = 4
@@ -51,6 +62,7 @@ def _modules(preset: str, variant: str) -> tuple[Any, Any, Any]:
     from tritone.models.base import BaseModelConfig
     from tritone.models.source_filter import PitchHead, SourceFilterVocoder
     from tritone.models.sovits import SoVITS
+    from tritone.models.spectral_vocoder import SpectralVocoder, SpectralVocoderConfig
     from tritone.models.vocoder import Vocoder
 
     config = BaseModelConfig.preset(preset)
@@ -58,6 +70,11 @@ def _modules(preset: str, variant: str) -> tuple[Any, Any, Any]:
     assert enc_q is not None
     if variant.endswith("+nsf"):
         return enc_q, SourceFilterVocoder(config.vocoder), PitchHead(config.vocoder.in_channels)
+    if variant.endswith("+spec"):
+        spectral = SpectralVocoderConfig(
+            in_channels=config.vocoder.in_channels, hop_length=config.vocoder.hop_length
+        )
+        return enc_q, SpectralVocoder(spectral), None
     return enc_q, Vocoder(config.vocoder), None
 
 
