@@ -306,8 +306,12 @@ def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path
     assert decoder_probe.main([*common, "--variants", "sample", "mean+stft", "mean+spec"]) == 0
     report = json.loads((out / "probe.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["recordings", "sample", "mean+stft", "mean+spec"] and len(report["sentences"]) == 1
+    assert list(rows) == ["recordings", decoder_probe.RANDOM_PHASE_ROW, "sample", "mean+stft", "mean+spec"]
+    assert len(report["sentences"]) == 1
     assert rows["recordings"]["mel_l1"] == 0.0 and rows["recordings"]["periodicity"] > 0.5
+    # the recordings' magnitudes survive the scrambled phases better than 3 steps of training make them
+    scrambled = rows[decoder_probe.RANDOM_PHASE_ROW]["mel_l1"]
+    assert 0.0 < scrambled < min(rows[name]["mel_l1"] for name in ("sample", "mean+stft", "mean+spec"))
     spectral = torch.load(out / "mean+spec" / decoder_probe.PROBE_FILE)["voc"]
     assert spectral["head.weight"].shape[0] == 2 * 641  # the spectral generator's head, not HiFi-GAN's
     for name in ("sample", "mean+stft", "mean+spec"):
@@ -316,7 +320,7 @@ def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path
     # a source-filter variant: scored with its head's pitch and, as a second row, the true pitch
     assert decoder_probe.main([*common, "--variants", "mean+nsf"]) == 0
     rows = json.loads((out / "probe.json").read_text())["rows"]
-    assert list(rows) == ["recordings", "mean+nsf", "mean+nsf, true pitch"]
+    assert list(rows) == ["recordings", decoder_probe.RANDOM_PHASE_ROW, "mean+nsf", "mean+nsf, true pitch"]
     assert rows["mean+nsf"]["steps"] == rows["mean+nsf, true pitch"]["steps"] == 3
     assert rows["mean+nsf"]["mel_l1"] != rows["mean+nsf, true pitch"]["mel_l1"]
     assert 0.0 <= rows["mean+nsf"]["pitch_voicing_agreement"] <= 1.0

@@ -19,9 +19,10 @@ discriminator from step 400, AdamW 3e-4. `+stft` and `mean` are the choices
 `S2TrainConfig.stft_weight` and `posterior_mean_steps` make available to the real trainer;
 `+nsf` and `+spec` are not in the served model. Each variant trains in its own single-threaded
 process under `<out>/<variant>/probe.pt` (a finished one is reused); the report (`probe.json` /
-`.md`: pocketsphinx WER, mel L1 and periodicity of the resynthesis, next to the recordings)
-evaluates every variant's weights on the same sentences, a `+nsf` one twice: with the pitch its
-head predicts and with the recording's own (`, true pitch`).
+`.md`: pocketsphinx WER, mel L1 and periodicity of the resynthesis, next to the recordings and
+to their magnitudes with random phases) evaluates every variant's weights on the same
+sentences, a `+nsf` one twice: with the pitch its head predicts and with the recording's own
+(`, true pitch`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ BATCH = 4
 GAN_START = 400
 PROBE_KL_WEIGHT = 0.1  # the side runs' --kl-weight
 STFT_WEIGHT = 2.5
+RANDOM_PHASE_ROW = "recordings, random phase"  # their 1280-point magnitudes, phases scrambled
 
 
 def _modules(preset: str, variant: str) -> tuple[Any, Any, Any]:
@@ -205,6 +207,9 @@ def evaluate(
     recordings = [torch.from_numpy(load_audio(e.wav_path, 32_000)[0]) for e in chosen]
     mel = MelLoss((SpectrogramConfig(),))
     rows: dict[str, Any] = {"recordings": _score(recordings, recordings, chosen, mel)}
+    # how much the recogniser needs the phase: what a generator that gets only the magnitudes right makes
+    scrambled = [_random_phase(y, seed=i) for i, y in enumerate(recordings)]
+    rows[RANDOM_PHASE_ROW] = _score(scrambled, recordings, chosen, mel)
     for name in variants:
         state = torch.load(out / name / PROBE_FILE, map_location="cpu")
         enc_q, vocoder, pitch_head = _modules(state.get("preset", preset), name)
@@ -239,6 +244,14 @@ def evaluate(
             rows[name]["pitch_voicing_agreement"] = float(np.mean(voicing))
             rows[name]["pitch_median_error_cents"] = float(np.median(cents)) if cents else None
     return {"sentences": [e.utt_id for e in chosen], "rows": rows}
+
+
+def _random_phase(audio: Tensor, seed: int, n_fft: int = 1280, hop: int = 320) -> Tensor:
+    """`audio` [samples] rebuilt from its short-time magnitudes with uniformly random phases."""
+    window = torch.hann_window(n_fft)
+    magnitude = torch.stft(audio, n_fft, hop, window=window, return_complex=True).abs()
+    phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(seed)) * 2 * torch.pi
+    return torch.istft(torch.polar(magnitude, phase), n_fft, hop, window=window, length=audio.shape[0])
 
 
 def _score(audio: list[Tensor], recordings: list[Tensor], utterances: list[Any], mel: Any) -> dict[str, Any]:
