@@ -1,6 +1,10 @@
-"""The experimental spectral generator of the decoder probe (`tritone/models/spectral_vocoder.py`)."""
+"""The spectral generator (`tritone/models/spectral_vocoder.py`): its inverse STFT, receptive
+field and streaming windows, learning, and the served path (bundle, ONNX export with adapters)."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,24 +13,73 @@ import torch
 from training.losses import FINE_MEL, MelLoss
 from training.metrics import periodicity
 from tritone.audio.features import SpectrogramConfig
-from tritone.models.spectral_vocoder import SpectralVocoder, SpectralVocoderConfig
+from tritone.models.base import BaseModel, BaseModelConfig
+from tritone.models.spectral_vocoder import (
+    InverseSTFT,
+    SpectralVocoder,
+    SpectralVocoderConfig,
+    spectral_receptive_field,
+)
+from tritone.models.vocoder import VocoderConfig
+from tritone.models.vocoders import vocoder_config_from_dict, vocoder_receptive_field, with_vocoder_kind
 
 SR, HOP = 32_000, 640
 
 
-def test_inverse_rebuilds_a_waveform_from_its_spectrum() -> None:
-    """The inverse STFT is exact for a real spectrum, edges included: the generator only has to
-    get the spectrum right."""
-    voc = SpectralVocoder(SpectralVocoderConfig(in_channels=8, channels=16))
-    c = voc.config
+@pytest.mark.parametrize("n_fft, hop", [(1280, 320), (640, 160), (1280, 256)])
+def test_inverse_stft_rebuilds_a_waveform_and_matches_torch_istft(n_fft: int, hop: int) -> None:
+    """The transposed-convolution inverse STFT is exact for a real spectrum, edges included (the
+    generator only has to get the spectrum right), and equals `torch.istft` on any spectrum."""
+    istft = InverseSTFT(n_fft, hop)
+    window = torch.hann_window(n_fft)
     frames = 25
-    x = torch.randn(2, frames * c.frame_hop)
-    spec = torch.stft(
-        x, c.n_fft, c.frame_hop, window=torch.hann_window(c.n_fft), center=True, return_complex=True
-    )
-    rebuilt = voc.inverse(spec[:, :, :frames])  # the stft's extra last frame is not needed
-    assert rebuilt.shape == (2, 1, frames * c.frame_hop)
+    x = torch.randn(2, frames * hop)
+    spec = torch.stft(x, n_fft, hop, window=window, center=True, return_complex=True)[:, :, :frames]
+    rebuilt = istft(spec.real, spec.imag)  # the stft's extra last frame is not needed
+    assert rebuilt.shape == (2, 1, frames * hop)
     torch.testing.assert_close(rebuilt[:, 0], x, atol=1e-4, rtol=0)
+    noise = torch.randn(2, n_fft // 2 + 1, frames, dtype=torch.complex64)
+    noise[:, 0].imag = noise[:, -1].imag = 0  # what a real signal's spectrum has there
+    reference = torch.istft(noise, n_fft, hop, window=window, center=True, length=frames * hop)
+    torch.testing.assert_close(istft(noise.real, noise.imag)[:, 0], reference, atol=1e-4, rtol=0)
+
+
+def _listening(voc: SpectralVocoder, seed: int = 0) -> SpectralVocoder:
+    """Random weights large enough that every layer passes its input on."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in voc.parameters():
+            p.normal_(0, 0.3)
+    return voc.eval()
+
+
+@pytest.mark.parametrize(
+    "sizes", [{}, {"upsample": 1}, {"upsample": 4, "n_fft": 640}, {"pre_blocks": 1, "post_blocks": 3}]
+)
+def test_receptive_field_bounds_what_a_frame_hears_and_windows_are_exact(sizes: dict[str, int]) -> None:
+    """Changing z outside (left, right) of frame t never changes frame t's samples, and the
+    streaming window (`vocode_window`) equals vocoding all of z: chunks join without seams."""
+    voc = _listening(
+        SpectralVocoder(SpectralVocoderConfig(in_channels=8, channels=16, gin_channels=4, **sizes))
+    )
+    left, right = voc.receptive_field
+    assert voc.receptive_field == spectral_receptive_field(voc.config)
+    T, t = 90, 45
+    z, ge = torch.randn(1, 8, T), torch.randn(1, 4, 1)
+    frame = slice(t * HOP, (t + 1) * HOP)
+    with torch.no_grad():
+        full = voc(z, ge)
+        for d in range(-T // 2 + 1, T // 2):
+            changed = z.clone()
+            changed[:, :, t + d] += torch.randn(8)
+            moved = (voc(changed, ge) - full)[0, 0, frame].abs().max().item()
+            if -d > left or d > right:
+                assert moved == 0.0, (d, moved)
+            elif d == 0:
+                assert moved > 0.0
+        for start, end in ((0, 7), (20, 33), (80, T)):
+            window = voc.vocode_window(z, ge, start, end)
+            torch.testing.assert_close(window, full[:, :, start * HOP : end * HOP], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("upsample, n_fft", [(1, 1280), (2, 1280), (4, 640)])
@@ -47,6 +100,8 @@ def test_config_is_checked() -> None:
         SpectralVocoderConfig(upsample=3)
     with pytest.raises(ValueError, match="at least twice the frame hop"):
         SpectralVocoderConfig(upsample=1, n_fft=1000)
+    with pytest.raises(ValueError, match="'spectral' kind"):
+        SpectralVocoderConfig(kind="hifigan")
 
 
 def test_learns_a_voiced_sound_within_a_few_dozen_steps() -> None:
@@ -69,3 +124,47 @@ def test_learns_a_voiced_sound_within_a_few_dozen_steps() -> None:
         opt.step()
     after = periodicity(voc(z).detach()[0, 0].numpy(), SR)
     assert before < 0.4 and after > 0.8, (before, after)
+
+
+def test_a_spectral_base_saves_loads_and_old_bundles_stay_hifigan(tmp_path: Path) -> None:
+    """The kind travels in the bundle's vocoder config; a config without one (every bundle
+    written before the spectral kind, the shipped demo's included) is the HiFi-GAN generator."""
+    model = BaseModel.random(BaseModelConfig.preset("tiny-spectral"))
+    assert isinstance(model.vocoder, SpectralVocoder) and model.config.vocoder.gin_channels > 0
+    loaded = BaseModel.load(model.save(tmp_path / "base"))
+    assert isinstance(loaded.vocoder, SpectralVocoder) and loaded.weights_sha256 == model.weights_sha256
+    z = torch.randn(1, model.config.sovits.inter_channels, 9)
+    ge = torch.randn(1, model.config.vocoder.gin_channels, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.vocoder(z, ge), model.vocoder(z, ge))
+    old = asdict(BaseModelConfig.tiny().vocoder)
+    del old["kind"]
+    assert isinstance(vocoder_config_from_dict(old), VocoderConfig)
+    with pytest.raises(ValueError, match="unknown vocoder kind 'wavenet'"):
+        vocoder_config_from_dict({**old, "kind": "wavenet"})
+    # switching an existing config's kind keeps the interface the SoVITS latent needs
+    demo = BaseModelConfig.preset("demo")
+    spectral = with_vocoder_kind(demo.vocoder, "spectral")
+    assert isinstance(spectral, SpectralVocoderConfig)
+    assert (spectral.in_channels, spectral.gin_channels, spectral.hop_length) == (
+        demo.vocoder.in_channels,
+        demo.vocoder.gin_channels,
+        demo.vocoder.hop_length,
+    )
+    assert vocoder_receptive_field(spectral) == SpectralVocoder(spectral).receptive_field
+
+
+def test_the_spectral_generator_exports_with_adapters_and_passes_the_tensorrt_check(tmp_path: Path) -> None:
+    """The served form: the vocoder graph exports to ONNX (no istft operator), matches PyTorch
+    with LoRA adapters in several bank slots (conv_pre and the ge conditioning are the targets,
+    as for the HiFi-GAN generator), and uses only operators TensorRT's parser supports."""
+    from build.export import export_graphs
+    from build.trt_ops import check_file
+
+    model = BaseModel.random(BaseModelConfig.preset("tiny-spectral"))
+    manifest = export_graphs(model, tmp_path, bank_size=4, max_rank=4, graphs=("vocoder",))
+    entry = manifest["graphs"]["vocoder"]
+    assert sorted(entry["bank_modules"]) == ["vocoder.cond", "vocoder.conv_pre"]
+    assert entry["parity"]["ok"], entry["parity"]
+    assert len(set(entry["parity"]["slots"]) - {0}) >= 2
+    assert check_file(tmp_path / "vocoder.onnx") == []

@@ -225,7 +225,17 @@ def add_train_commands(subparsers: Any) -> None:
     base.add_argument("--train-list", type=Path, required=True, help="training .list file")
     base.add_argument("--eval-list", type=Path, required=True, help="held-out .list file (same speakers)")
     base.add_argument("--run-dir", type=Path, required=True, help="where checkpoints and the result go")
-    base.add_argument("--preset", default="demo", help="model size: tiny, demo or v2 (default demo)")
+    base.add_argument(
+        "--preset",
+        default="demo",
+        help="model size: tiny, demo or v2 (default demo); tiny-spectral, demo-spectral with the spectral generator",
+    )
+    base.add_argument(
+        "--vocoder",
+        default=None,
+        metavar="KIND",
+        help="generator kind (hifigan, spectral) instead of the preset's or --init's (its weights then start fresh)",
+    )
     base.add_argument("--stage", default="all", help="one stage, or all (default)")
     base.add_argument("--seed", type=int, default=1234)
     base.add_argument(
@@ -386,6 +396,7 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         preset=args.preset,
         seed=args.seed,
         init=init,
+        vocoder=args.vocoder,
         bert_dir=args.bert_dir,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from tritone.models.base import BaseModel, BaseModelConfig
 from tritone.models.gpt import GPT
 from tritone.models.sovits import SoVITS
 from tritone.models.ssl import SSLEncoder
-from tritone.models.vocoder import Vocoder
+from tritone.models.vocoders import build_vocoder, with_vocoder_kind
 
 STAGES = ("prep", "ssl", "encode", "gpt", "sovits", "export", "register")
 BASE_DIR = "base"
@@ -56,6 +56,7 @@ class BaseRecipe:
     name: str = "tritone-base"
     seed: int = 1234
     init: Path | None = None  # a base bundle to fine-tune from (e.g. an upstream import)
+    vocoder: str | None = None  # another generator kind than the preset's / init's (a fresh one)
     bert_dir: str | None = None
     cache_dir: Path | None = None
     tracking_uri: str | None = None
@@ -74,9 +75,12 @@ class BaseRecipe:
 
     def model_config(self) -> BaseModelConfig:
         if self.init is not None:
-            return BaseModel.load(self.init).config
-        config = BaseModelConfig.preset(self.preset)
-        config.name = self.name
+            config = BaseModel.load(self.init).config
+        else:
+            config = BaseModelConfig.preset(self.preset)
+            config.name = self.name
+        if self.vocoder is not None:
+            config = replace(config, vocoder=with_vocoder_kind(config.vocoder, self.vocoder))
         return config
 
 
@@ -211,7 +215,8 @@ class BaseTrainer:
         init_s2 = init_voc = None
         if self.init_model is not None:
             init_s2 = self.init_model.sovits.state_dict()
-            init_voc = self.init_model.vocoder.state_dict()
+            if self.init_model.config.vocoder.kind == self.config.vocoder.kind:
+                init_voc = self.init_model.vocoder.state_dict()  # else a fresh generator of the new kind
         return train_sovits(
             self.config.sovits,
             self.config.vocoder,
@@ -241,7 +246,7 @@ class BaseTrainer:
         gpt.load_state_dict(gpt_state["model"])
         sovits = SoVITS(self.config.sovits, posterior=False)
         sovits.load_state_dict(s2_state["sovits"])
-        vocoder = Vocoder(self.config.vocoder)
+        vocoder = build_vocoder(self.config.vocoder)
         vocoder.load_state_dict(s2_state["vocoder"])
         return BaseModel.from_modules(self.config, gpt, sovits, vocoder, ssl)
 

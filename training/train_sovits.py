@@ -61,7 +61,7 @@ from training.preprocess import PrepItem, iter_batches, load_item
 from training.tracking import Tracker
 from tritone.audio.features import SpectrogramConfig, spec_to_mel
 from tritone.models.sovits import S2TrainOutput, SoVITS, SoVITSConfig
-from tritone.models.vocoder import Vocoder, VocoderConfig
+from tritone.models.vocoders import AnyVocoder, AnyVocoderConfig, build_vocoder
 
 S2_FINAL = "sovits-final.pt"
 
@@ -148,7 +148,7 @@ def slice_wav(wav: Tensor, starts: Tensor, frames: int, hop: int) -> Tensor:
 class S2Generator(nn.Module):
     """SoVITS (with enc_q) + vocoder as one module, so DDP sees a single forward."""
 
-    def __init__(self, sovits: SoVITS, vocoder: Vocoder) -> None:
+    def __init__(self, sovits: SoVITS, vocoder: AnyVocoder) -> None:
         super().__init__()
         self.sovits = sovits
         self.vocoder = vocoder
@@ -186,7 +186,7 @@ def slice_segments(x: Tensor, starts: Tensor, segment: int) -> Tensor:
 @torch.no_grad()
 def synthesize_from_codes(
     sovits: SoVITS,
-    vocoder: Vocoder,
+    vocoder: AnyVocoder,
     codes: Tensor,
     phones: Tensor,
     ref_spec: Tensor,
@@ -213,7 +213,7 @@ def synthesize_from_codes(
 
 @torch.no_grad()
 def evaluate_s2(
-    sovits: SoVITS, vocoder: Vocoder, examples: Sequence[dict[str, Tensor]], mel: MelLoss
+    sovits: SoVITS, vocoder: AnyVocoder, examples: Sequence[dict[str, Tensor]], mel: MelLoss
 ) -> tuple[dict[str, float], Tensor | None]:
     """Mel L1 of the inference path (tokens -> audio, reference = the clip) on held-out clips."""
     was = sovits.training, vocoder.training
@@ -234,7 +234,7 @@ def evaluate_s2(
 
 def train_sovits(
     sovits_config: SoVITSConfig,
-    vocoder_config: VocoderConfig,
+    vocoder_config: AnyVocoderConfig,
     ssl_stage: dict[str, Any],
     items: Sequence[PrepItem],
     encoded: dict[str, Path],
@@ -260,7 +260,7 @@ def train_sovits(
         return final
     seed_everything(cfg.seed)
     sovits = SoVITS(sovits_config, posterior=True)
-    vocoder = Vocoder(vocoder_config)
+    vocoder = build_vocoder(vocoder_config)
     if init_sovits is not None:
         sovits.load_state_dict(init_sovits, strict=False)  # released weights have no enc_q
     if init_vocoder is not None:

@@ -65,9 +65,11 @@ def _modules(preset: str, variant: str) -> tuple[Any, Any, Any]:
     from tritone.models.source_filter import PitchHead, SourceFilterVocoder
     from tritone.models.sovits import SoVITS
     from tritone.models.spectral_vocoder import SpectralVocoder, SpectralVocoderConfig
-    from tritone.models.vocoder import Vocoder
+    from tritone.models.vocoder import Vocoder, VocoderConfig
 
     config = BaseModelConfig.preset(preset)
+    if not isinstance(config.vocoder, VocoderConfig):
+        raise ValueError(f"the probe compares generators itself: preset {preset!r} must be a HiFi-GAN one")
     enc_q = SoVITS(config.sovits, posterior=True).enc_q
     assert enc_q is not None
     if variant.endswith("+nsf"):

@@ -27,8 +27,16 @@ from torch import nn
 from tritone.checkpoints import CheckpointError, load_weights, read_upstream_file, save_weights, weights_hash
 from tritone.models.gpt import GPT, GPTConfig, gpt_state_dict_from_upstream
 from tritone.models.sovits import SoVITS, SoVITSConfig, load_upstream_sovits
+from tritone.models.spectral_vocoder import SpectralVocoderConfig
 from tritone.models.ssl import HubertSSL, SSLEncoder, TinySSL
-from tritone.models.vocoder import Vocoder, VocoderConfig
+from tritone.models.vocoder import VocoderConfig
+from tritone.models.vocoders import (
+    AnyVocoder,
+    AnyVocoderConfig,
+    build_vocoder,
+    vocoder_config_from_dict,
+    with_vocoder_kind,
+)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -60,7 +68,7 @@ class BaseModelConfig:
     version: str = "v2"  # symbol set and s2 architecture (v1 | v2)
     gpt: GPTConfig = field(default_factory=GPTConfig.v2)
     sovits: SoVITSConfig = field(default_factory=SoVITSConfig.v2)
-    vocoder: VocoderConfig = field(default_factory=VocoderConfig.v2)
+    vocoder: AnyVocoderConfig = field(default_factory=VocoderConfig.v2)
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
     @classmethod
@@ -115,8 +123,35 @@ class BaseModelConfig:
         return cls()
 
     @classmethod
+    def tiny_spectral(cls) -> BaseModelConfig:
+        """`tiny` with a narrow spectral generator (vocoders.py), for tests."""
+        config = cls.tiny()
+        voc = config.vocoder
+        spectral = SpectralVocoderConfig(
+            in_channels=voc.in_channels,
+            channels=32,
+            pre_blocks=1,
+            post_blocks=2,
+            gin_channels=voc.gin_channels,
+        )
+        return replace(config, vocoder=spectral)
+
+    @classmethod
+    def demo_spectral(cls) -> BaseModelConfig:
+        """`demo` with the spectral generator at its default size (1.1 M parameters, about the
+        HiFi-GAN generator's 0.97 M), conditioned on the reference embedding like it."""
+        config = cls.demo()
+        return replace(config, vocoder=with_vocoder_kind(config.vocoder, "spectral"))
+
+    @classmethod
     def preset(cls, name: str) -> BaseModelConfig:
-        presets = {"tiny": cls.tiny, "demo": cls.demo, "v2": cls.v2}
+        presets = {
+            "tiny": cls.tiny,
+            "tiny-spectral": cls.tiny_spectral,
+            "demo": cls.demo,
+            "demo-spectral": cls.demo_spectral,
+            "v2": cls.v2,
+        }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()
@@ -137,7 +172,7 @@ class BaseModel(nn.Module):
         self.config = config
         self.gpt = GPT(config.gpt)
         self.sovits = SoVITS(config.sovits, posterior=False)
-        self.vocoder = Vocoder(config.vocoder)
+        self.vocoder: AnyVocoder = build_vocoder(config.vocoder)
         # Inference form: weight norm folded into plain weights, so state dicts, hashes, adapters
         # and exported graphs all see one tensor per conv. Training keeps its own modules.
         self.sovits.remove_weight_norm()
@@ -165,7 +200,7 @@ class BaseModel(nn.Module):
         config: BaseModelConfig,
         gpt: GPT,
         sovits: SoVITS,
-        vocoder: Vocoder,
+        vocoder: AnyVocoder,
         ssl: SSLEncoder | None = None,
     ) -> BaseModel:
         """Bundle trained modules (weight norm and enc_q allowed: copies are folded/dropped)."""
@@ -271,7 +306,7 @@ class BaseModel(nn.Module):
             version=manifest["version"],
             gpt=GPTConfig(**gpt_cfg),
             sovits=SoVITSConfig(**s2_cfg),
-            vocoder=VocoderConfig(**voc_cfg),
+            vocoder=vocoder_config_from_dict(voc_cfg),
             ssl=ssl_cfg,
         )
         model = cls(config)

@@ -46,8 +46,11 @@ class VocoderConfig:
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] = field(default_factory=lambda: ((1, 3, 5),) * 3)
     gin_channels: int = 512
     sampling_rate: int = 32_000
+    kind: str = "hifigan"  # which generator (`tritone.models.vocoders`); bundles without it are this one
 
     def __post_init__(self) -> None:
+        if self.kind != "hifigan":
+            raise ValueError(f"a VocoderConfig is the 'hifigan' kind, got {self.kind!r}")
         # JSON round-trips give lists; keep tuples so configs compare and hash predictably
         self.upsample_rates = tuple(self.upsample_rates)
         self.upsample_kernel_sizes = tuple(self.upsample_kernel_sizes)
@@ -170,7 +173,31 @@ def receptive_field_frames(config: VocoderConfig) -> tuple[int, int]:
     return left, right
 
 
-class Vocoder(nn.Module):
+class WindowedVocoding(nn.Module):
+    """`vocode_window` for any generator with a bounded receptive field (in z frames)."""
+
+    @property
+    def hop_length(self) -> int:
+        """Output samples per z frame."""
+        raise NotImplementedError
+
+    @property
+    def receptive_field(self) -> tuple[int, int]:
+        """(left, right): the z frames before/after a frame that can change its samples."""
+        raise NotImplementedError
+
+    def vocode_window(self, z: Tensor, ge: Tensor | None, start: int, end: int) -> Tensor:
+        """Audio of frames [start, end) of z [B, C, T], computed from z[start - left : end + right]
+        only (clipped to [0, T]): equals the same samples of `self(z, ge)`."""
+        left, right = self.receptive_field
+        T = z.size(2)
+        a, b = max(0, start - left), min(T, end + right)
+        wav = self(z[:, :, a:b], ge)
+        off = (start - a) * self.hop_length
+        return wav[:, :, off : off + (end - start) * self.hop_length]
+
+
+class Vocoder(WindowedVocoding):
     """z [B, in_channels, T] + ge [B, gin, 1] -> waveform [B, 1, T * hop_length] in [-1, 1]."""
 
     def __init__(self, config: VocoderConfig) -> None:
@@ -211,16 +238,6 @@ class Vocoder(nn.Module):
             x = sum((b(x) for b in blocks), torch.zeros_like(x)) / self.num_kernels
         x = self.conv_post(F.leaky_relu(x))  # default slope 0.01 here, as upstream
         return torch.tanh(x)
-
-    def vocode_window(self, z: Tensor, ge: Tensor | None, start: int, end: int) -> Tensor:
-        """Audio of frames [start, end) of z [B, C, T], computed from z[start - left : end + right]
-        only (clipped to [0, T]): equals the same samples of `self(z, ge)`."""
-        left, right = self.receptive_field
-        T = z.size(2)
-        a, b = max(0, start - left), min(T, end + right)
-        wav = self(z[:, :, a:b], ge)
-        off = (start - a) * self.hop_length
-        return wav[:, :, off : off + (end - start) * self.hop_length]
 
     def remove_weight_norm(self) -> None:
         """Fold weight norm into plain conv weights (inference/export); outputs are unchanged."""

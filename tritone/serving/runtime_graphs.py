@@ -44,7 +44,7 @@ from tritone.models.gpt import GPT, Block
 from tritone.models.s2_modules import length_mask
 from tritone.models.sovits import SoVITS
 from tritone.models.ssl import SSLEncoder
-from tritone.models.vocoder import Vocoder
+from tritone.models.vocoders import AnyVocoder
 from tritone.serving.runtime import AdapterRefused
 
 # Modules no voice adapter may touch: the zero-shot path (SSL + quantizer) serves no voice.
@@ -443,7 +443,7 @@ class VocoderGraph(Graph):
     data_inputs = ("z", "ge")
     outputs = ("audio",)
 
-    def __init__(self, vocoder: Vocoder, ctx: BankContext, bank_names: Sequence[str]) -> None:
+    def __init__(self, vocoder: AnyVocoder, ctx: BankContext, bank_names: Sequence[str]) -> None:
         super().__init__(ctx, bank_names)
         self.vocoder = vocoder
 

@@ -14,7 +14,7 @@ from typing import Any
 from tritone.models.base import BaseModelConfig, SSLConfig
 from tritone.models.gpt import GPTConfig
 from tritone.models.sovits import SoVITSConfig
-from tritone.models.vocoder import VocoderConfig
+from tritone.models.vocoders import vocoder_config_from_dict
 
 FORMAT = "tritone-build/1"
 MANIFEST_FILE = "build_manifest.json"
@@ -39,7 +39,7 @@ def config_from_dict(data: dict[str, Any]) -> BaseModelConfig:
         version=data["version"],
         gpt=GPTConfig(**data["gpt"]),
         sovits=SoVITSConfig(**data["sovits"]),
-        vocoder=VocoderConfig(**data["vocoder"]),
+        vocoder=vocoder_config_from_dict(data["vocoder"]),
         ssl=SSLConfig(**data["ssl"]),
     )
 

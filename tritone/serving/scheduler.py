@@ -38,7 +38,7 @@ from tritone.config import SAMPLE_RATE
 from tritone.models.base import BaseModelConfig
 from tritone.models.gpt import GenerationRequest, collate
 from tritone.models.sampling import sample_next
-from tritone.models.vocoder import receptive_field_frames
+from tritone.models.vocoders import vocoder_receptive_field
 from tritone.pipeline import latent_frames, latent_noise, segment_seed
 from tritone.serving.bank import AdapterBank
 from tritone.serving.errors import ServeError, from_exception, invalid
@@ -122,7 +122,7 @@ class Scheduler:
         self.eos = model_config.gpt.eos
         self.vocab = model_config.gpt.vocab_size
         self.hop = model_config.vocoder.hop_length
-        self.receptive = receptive_field_frames(model_config.vocoder)
+        self.receptive = vocoder_receptive_field(model_config.vocoder)
         self.inter = model_config.sovits.inter_channels
         self.stats = SchedulerStats()
         cap = self.config.max_rows
