@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,19 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
         return str(found.experiment_id)
 
 
+def _store_creation_lock(uri: str) -> AbstractContextManager[object]:
+    """For an embedded sqlite store: a lock beside the database while the first client creates or
+    migrates its tables (two trainings started at once on a fresh store otherwise both run the
+    migrations and both fail); nothing for a tracking server."""
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    from filelock import FileLock
+
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(db.with_name(db.name + ".lock")), timeout=300)
+
+
 class Tracker:
     """Thin wrapper over `MlflowClient` for one run."""
 
@@ -70,14 +84,13 @@ class Tracker:
         from mlflow.entities import Param
 
         self.uri = tracking_uri(uri)
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        if run_id is not None:
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return
-        exp = experiment_id(self.client, experiment, self.uri)
+        with _store_creation_lock(self.uri):
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            if run_id is not None:
+                self.run_id = run_id
+                self.client.update_run(run_id, status="RUNNING")
+                return
+            exp = experiment_id(self.client, experiment, self.uri)
         run = self.client.create_run(exp, run_name=run_name, tags=dict(tags or {}))
         self.run_id = run.info.run_id
         if params:
