@@ -25,16 +25,18 @@ def _reference(seconds: float = 4.0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def model() -> BaseModel:
-    m = BaseModel.random(BaseModelConfig.tiny(), seed=0)
-    # Random init leaves the tiny vocoder almost deaf to z (weights ~0.01); rescale its convs so
-    # the audio actually depends on the latent and streaming differences become visible.
-    m.vocoder.remove_weight_norm()
-    with torch.no_grad():
-        for mod in m.vocoder.modules():
-            if isinstance(mod, torch.nn.Conv1d | torch.nn.ConvTranspose1d):
-                mod.weight.normal_(0, mod.weight[0].numel() ** -0.5)
+@pytest.fixture(scope="module", params=["tiny", "tiny-spectral"])
+def model(request: pytest.FixtureRequest) -> BaseModel:
+    """Each vocoder kind (tritone/models/vocoders.py) goes through every pipeline test."""
+    m = BaseModel.random(BaseModelConfig.preset(request.param), seed=0)
+    if request.param == "tiny":
+        # Random init leaves the tiny HiFi-GAN vocoder almost deaf to z (weights ~0.01); rescale
+        # its convs so the audio depends on the latent and streaming differences become visible.
+        m.vocoder.remove_weight_norm()
+        with torch.no_grad():
+            for mod in m.vocoder.modules():
+                if isinstance(mod, torch.nn.Conv1d | torch.nn.ConvTranspose1d):
+                    mod.weight.normal_(0, mod.weight[0].numel() ** -0.5)
     return m
 
 
@@ -108,6 +110,13 @@ def _stream(
     return [*chunks, streamer.finish()]
 
 
+# Streamed vs offline SNR floor per vocoder kind. The residual at the seams comes from SoVITS
+# decoding a partial token sequence (the vocoder windows themselves are exact); how loud it comes
+# out depends on the random vocoder: the tiny spectral one measured 31.8 dB (34 with twice the
+# lookahead), the HiFi-GAN one above 35; both lose more than 5 dB without lookahead and crossfade.
+MIN_STREAM_SNR_DB = {"hifigan": 35.0, "spectral": 30.0}
+
+
 def test_streaming_matches_offline_within_tolerance(pipeline: Pipeline) -> None:
     ge = torch.randn(
         1, pipeline.model.config.sovits.gin_channels, 1, generator=torch.Generator().manual_seed(0)
@@ -121,7 +130,8 @@ def test_streaming_matches_offline_within_tolerance(pipeline: Pipeline) -> None:
     assert len(chunks) >= 5 and streamed.shape == offline.shape
     err = streamed - offline
     snr_db = 10 * np.log10(np.mean(offline**2) / np.mean(err**2))
-    assert snr_db > 35.0, f"streamed audio SNR vs offline {snr_db:.1f} dB"
+    floor = MIN_STREAM_SNR_DB[pipeline.model.config.vocoder.kind]
+    assert snr_db > floor, f"streamed audio SNR vs offline {snr_db:.1f} dB"
     # The last chunk comes from the full token sequence: past its crossfade it equals offline.
     last = chunks[-1]
     start = len(offline) - len(last) + cfg.overlap_frames * pipeline.hop

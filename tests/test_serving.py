@@ -16,6 +16,8 @@ import torch
 from adapters.errors import IntegrityError, VoiceRevoked
 from adapters.names import VoiceId
 from tests.conftest import SR, TinyBase, VoiceRegistry, reference_clip
+from tritone.models.base import BaseModel, BaseModelConfig
+from tritone.models.vocoders import vocoder_receptive_field
 from tritone.pipeline import Pipeline, SegmentStreamer, StreamConfig, SynthesisParams
 from tritone.serving.bank import AdapterBank, LoadedVoice, Ticket
 from tritone.serving.errors import ServeError
@@ -116,10 +118,18 @@ def test_parse_request_checks() -> None:
     ],
 )
 @pytest.mark.parametrize("speed", [1.0, 1.3])
-def test_planner_reproduces_segment_streamer(tiny_base: TinyBase, cfg: StreamConfig, speed: float) -> None:
-    pipeline = Pipeline(tiny_base.model)
+@pytest.mark.parametrize("vocoder_kind", ["hifigan", "spectral"])
+def test_planner_reproduces_segment_streamer(
+    tiny_base: TinyBase, cfg: StreamConfig, speed: float, vocoder_kind: str
+) -> None:
+    """The scheduler's chunk plans (windows cut by the vocoder's receptive field) give the
+    reference streamer's chunks, for each vocoder kind."""
+    model = tiny_base.model
+    if vocoder_kind == "spectral":
+        model = BaseModel.random(BaseModelConfig.preset("tiny-spectral"), seed=0)
+    pipeline = Pipeline(model)
     gen = torch.Generator().manual_seed(1)
-    ge = torch.randn(1, tiny_base.model.config.sovits.gin_channels, 1, generator=gen)
+    ge = torch.randn(1, model.config.sovits.gin_channels, 1, generator=gen)
     tokens = torch.randint(0, 64, (45,), generator=gen).tolist()
     phones = list(range(10, 30))
     params = SynthesisParams(seed=1, speed=speed)
@@ -127,8 +137,8 @@ def test_planner_reproduces_segment_streamer(tiny_base: TinyBase, cfg: StreamCon
     expected = [c for c in (streamer.push(t) for t in tokens) if c is not None]
     expected.append(streamer.finish())
 
-    vocoder = tiny_base.model.vocoder
-    planner = ChunkPlanner(cfg, speed, vocoder.hop_length, vocoder.receptive_field)
+    vocoder = model.vocoder
+    planner = ChunkPlanner(cfg, speed, vocoder.hop_length, vocoder_receptive_field(model.config.vocoder))
 
     def run(n: int, upto: int | None) -> np.ndarray | None:
         plan = planner.plan(n, upto)

@@ -54,7 +54,15 @@ def _listening(voc: SpectralVocoder, seed: int = 0) -> SpectralVocoder:
 
 
 @pytest.mark.parametrize(
-    "sizes", [{}, {"upsample": 1}, {"upsample": 4, "n_fft": 640}, {"pre_blocks": 1, "post_blocks": 3}]
+    "sizes",
+    [
+        {},
+        {"upsample": 1},
+        {"upsample": 4, "n_fft": 640},
+        {"pre_blocks": 1, "post_blocks": 3},
+        {"lookahead_taps": 3},
+        {"lookahead_taps": 0},
+    ],
 )
 def test_receptive_field_bounds_what_a_frame_hears_and_windows_are_exact(sizes: dict[str, int]) -> None:
     """Changing z outside (left, right) of frame t never changes frame t's samples, and the
@@ -100,6 +108,8 @@ def test_config_is_checked() -> None:
         SpectralVocoderConfig(upsample=3)
     with pytest.raises(ValueError, match="at least twice the frame hop"):
         SpectralVocoderConfig(upsample=1, n_fft=1000)
+    with pytest.raises(ValueError, match="lookahead_taps"):
+        SpectralVocoderConfig(lookahead_taps=7)
     with pytest.raises(ValueError, match="'spectral' kind"):
         SpectralVocoderConfig(kind="hifigan")
 

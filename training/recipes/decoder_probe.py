@@ -75,8 +75,8 @@ def _modules(preset: str, variant: str) -> tuple[Any, Any, Any]:
     if variant.endswith("+nsf"):
         return enc_q, SourceFilterVocoder(config.vocoder), PitchHead(config.vocoder.in_channels)
     if variant.endswith("+spec"):
-        spectral = SpectralVocoderConfig(
-            in_channels=config.vocoder.in_channels, hop_length=config.vocoder.hop_length
+        spectral = SpectralVocoderConfig(  # symmetric depthwise convs, as the probe's runs had
+            in_channels=config.vocoder.in_channels, hop_length=config.vocoder.hop_length, lookahead_taps=3
         )
         return enc_q, SpectralVocoder(spectral), None
     return enc_q, Vocoder(config.vocoder), None

@@ -42,6 +42,9 @@ class SpectralVocoderConfig:
     n_fft: int = 1280
     hop_length: int = 640  # output samples per latent frame (32 kHz / 50 Hz)
     gin_channels: int = 0  # reference embedding added after conv_pre (0: no conditioning)
+    # taps of each ConvNeXt block's 7-tap depthwise conv that look ahead (the rest look back):
+    # the right context is what a stream must wait for, so the blocks mostly look back
+    lookahead_taps: int = 1
     sampling_rate: int = 32_000
     kind: str = "spectral"
 
@@ -52,6 +55,8 @@ class SpectralVocoderConfig:
             raise ValueError(f"hop_length {self.hop_length} must be a multiple of upsample {self.upsample}")
         if self.n_fft % 2 or self.n_fft < 2 * (self.hop_length // self.upsample):
             raise ValueError("n_fft must be even and at least twice the frame hop (overlap-add needs it)")
+        if not 0 <= self.lookahead_taps < DW_KERNEL:
+            raise ValueError(f"lookahead_taps must be in 0..{DW_KERNEL - 1}, got {self.lookahead_taps}")
 
     @property
     def frame_hop(self) -> int:
@@ -60,18 +65,21 @@ class SpectralVocoderConfig:
 
 
 class ConvNeXtBlock(nn.Module):
-    """Depthwise conv k7 -> LayerNorm -> 3x pointwise MLP (GELU) -> layer scale, residual."""
+    """Depthwise conv k7 -> LayerNorm -> 3x pointwise MLP (GELU) -> layer scale, residual.
 
-    def __init__(self, dim: int, layer_scale: float) -> None:
+    The depthwise conv reads `lookahead` frames ahead and 6 - `lookahead` behind (3/3: Vocos')."""
+
+    def __init__(self, dim: int, layer_scale: float, lookahead: int = DW_KERNEL // 2) -> None:
         super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, DW_KERNEL, padding=DW_KERNEL // 2, groups=dim)
+        self.pad = (DW_KERNEL - 1 - lookahead, lookahead)
+        self.dwconv = nn.Conv1d(dim, dim, DW_KERNEL, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 3 * dim)
         self.pwconv2 = nn.Linear(3 * dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
 
     def forward(self, x: Tensor) -> Tensor:  # [B, D, T] -> [B, D, T]
-        y = self.dwconv(x).transpose(1, 2)  # [B, T, D]
+        y = self.dwconv(F.pad(x, self.pad)).transpose(1, 2)  # [B, T, D]
         y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
         return x + (self.gamma * y).transpose(1, 2)
 
@@ -128,13 +136,14 @@ def spectral_receptive_field(config: SpectralVocoderConfig) -> tuple[int, int]:
     half = c.n_fft // 2
     # centred frame f covers samples [f * frame_hop - half, f * frame_hop + half)
     lo, hi = -(-(lo - half + 1) // c.frame_hop), (hi + half) // c.frame_hop
-    radius = DW_KERNEL // 2
-    lo, hi = lo - radius * c.post_blocks, hi + radius * c.post_blocks
+    back, ahead = DW_KERNEL - 1 - c.lookahead_taps, c.lookahead_taps
+    lo, hi = lo - back * c.post_blocks, hi + ahead * c.post_blocks
     u, pad = c.upsample, c.upsample // 2
     # transposed conv (kernel 2u, stride u): out o = i * u - pad + j, 0 <= j < 2u
     lo, hi = -(-(lo + pad - 2 * u + 1) // u), (hi + pad) // u
-    lo, hi = lo - radius * (c.pre_blocks + 1), hi + radius * (c.pre_blocks + 1)  # + conv_pre
-    return ref - lo, hi - ref
+    lo, hi = lo - back * c.pre_blocks, hi + ahead * c.pre_blocks
+    radius = DW_KERNEL // 2  # conv_pre
+    return ref - lo + radius, hi - ref + radius
 
 
 class SpectralVocoder(WindowedVocoding):
@@ -147,11 +156,12 @@ class SpectralVocoder(WindowedVocoding):
         self.conv_pre = nn.Conv1d(config.in_channels, d, DW_KERNEL, padding=DW_KERNEL // 2)
         self.cond: nn.Conv1d | None = nn.Conv1d(config.gin_channels, d, 1) if config.gin_channels else None
         self.norm_pre = nn.LayerNorm(d, eps=1e-6)
-        self.pre = nn.ModuleList(ConvNeXtBlock(d, 1.0 / n_blocks) for _ in range(config.pre_blocks))
+        ahead = config.lookahead_taps
+        self.pre = nn.ModuleList(ConvNeXtBlock(d, 1.0 / n_blocks, ahead) for _ in range(config.pre_blocks))
         u = config.upsample
         # kernel 2u, stride u: at least u T frames out, cropped to u T below
         self.up = nn.ConvTranspose1d(d, d, 2 * u, stride=u, padding=u // 2)
-        self.post = nn.ModuleList(ConvNeXtBlock(d, 1.0 / n_blocks) for _ in range(config.post_blocks))
+        self.post = nn.ModuleList(ConvNeXtBlock(d, 1.0 / n_blocks, ahead) for _ in range(config.post_blocks))
         self.norm_post = nn.LayerNorm(d, eps=1e-6)
         self.head = nn.Conv1d(d, 2 * (config.n_fft // 2 + 1), 1)
         self.istft = InverseSTFT(config.n_fft, config.frame_hop)
