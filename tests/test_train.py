@@ -332,3 +332,37 @@ def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path
     assert weights.stat().st_mtime_ns == before  # reused, not retrained
     with pytest.raises(SystemExit):
         decoder_probe.main(["--corpus", str(env.corpus), "--variants", "posterior"])
+
+
+def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, base_dir: Path) -> None:
+    """`--init BASE --vocoder spectral --gpt-steps 0`: the base's SSL, codebook and GPT are kept,
+    SoVITS continues from the base and a fresh spectral generator trains with it; the export is
+    a bundle of the spectral kind that loads and speaks."""
+    import numpy as np
+
+    from tritone.models.spectral_vocoder import SpectralVocoder
+    from tritone.pipeline import Pipeline, SynthesisParams
+
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "spectral"
+    recipe.init, recipe.vocoder = base_dir, "spectral"
+    recipe.gpt.steps = 0
+    recipe.sovits.steps, recipe.sovits.gan_start, recipe.sovits.prior_start = 8, 4, 0
+    trainer = BaseTrainer(recipe)
+    for stage in ("gpt", "sovits", "export"):
+        trainer.run(stage)
+    mel = _history(env.uri, "tritone-train-sovits", "loss_mel")
+    assert len(mel) == 2 and mel[-1] < mel[0]
+
+    base, spectral = BaseModel.load(base_dir), BaseModel.load(recipe.run_dir / "base")
+    assert base.config.vocoder.kind == "hifigan" and spectral.config.vocoder.kind == "spectral"
+    assert isinstance(spectral.vocoder, SpectralVocoder)
+    for name, tensor in base.gpt.state_dict().items():
+        assert torch.equal(tensor, spectral.gpt.state_dict()[name]), name
+    assert torch.equal(base.sovits.quantizer.codebooks[0].embed, spectral.sovits.quantizer.codebooks[0].embed)
+    assert not torch.equal(base.sovits.enc_p.proj.weight, spectral.sovits.enc_p.proj.weight)  # trained on
+
+    pipe = Pipeline(spectral)
+    ge = torch.randn(1, spectral.config.sovits.gin_channels, 1)
+    audio = pipe.tokens_to_audio(torch.arange(20), list(range(10, 30)), ge, SynthesisParams(seed=1), 0)
+    assert audio.shape == (20 * 2 * pipe.hop,) and np.isfinite(audio).all() and np.abs(audio).max() > 0
