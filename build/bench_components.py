@@ -1,7 +1,10 @@
 """Benchmark: ONNX Runtime vs PyTorch eager per serving graph, and an adapter cache miss.
 
-    python -m build.bench_components [--sizes tiny v2] [--batches 1 8] [--threads 2]
+    python -m build.bench_components [--sizes tiny v2] [--batches 1 8] [--threads 2] [--graphs ...]
                                      [--build-v2 DIR] [--build-tiny DIR] [--exporter torchscript|dynamo]
+
+`--sizes demo demo-spectral --graphs vocoder` compares the two vocoder kinds at the demo size
+(`make bench` section `vocoders`).
 
 For each size the base has random weights (`BaseModel.random(preset, seed=0)`, the weights
 `tritone build --random PRESET` exports). The ONNX side runs the graphs of `--build-<size>` (a
@@ -25,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,7 @@ from tritone.serving.runtime import DEFAULT_TARGETS, Runtime
 from tritone.serving.runtime_graphs import lora_target_names
 
 BANK_SIZE, MAX_RANK = 9, 16
+SIZES = ("tiny", "demo", "demo-spectral", "v2")  # BaseModelConfig presets
 # Per call: phones, prompt tokens, cache positions, spectrogram frames, codes, vocoder frames, audio.
 SHAPES = {
     "text": 64,
@@ -75,8 +79,11 @@ def load_adapters(rt: Runtime, model: BaseModel, seed: int = 0) -> None:
         rt.load_slot(slot, {n: random_lora(weight_shape(model, n), MAX_RANK, g) for n in names})
 
 
-def calls(rt: Runtime, config: BaseModelConfig, batch: int) -> dict[str, Callable[[], object]]:
-    """One closure per graph, with inputs of `SHAPES` for `batch` rows on distinct slots."""
+def calls(
+    rt: Runtime, config: BaseModelConfig, batch: int, graphs: Sequence[str] = ("gpt_decode",)
+) -> dict[str, Callable[[], object]]:
+    """One closure per graph, with inputs of `SHAPES` for `batch` rows on distinct slots (the KV
+    cache the decode step reads is filled first when `graphs` has it)."""
     rng = np.random.default_rng(0)
     gpt, s2 = config.gpt, config.sovits
     slots = np.arange(batch) % rt.bank_size
@@ -86,8 +93,9 @@ def calls(rt: Runtime, config: BaseModelConfig, batch: int) -> dict[str, Callabl
     bert = np.zeros((batch, gpt.bert_dim, tx), np.float32)
     prompt = rng.integers(0, gpt.eos, (batch, ty))
     rows = np.arange(batch)
-    rt.allocate_kv(batch, ctx + 2)
-    rt.gpt_prefill(phones, full * tx, bert, prompt, full * ty, slots, rows)
+    if "gpt_decode" in graphs:
+        rt.allocate_kv(batch, ctx + 2)
+        rt.gpt_prefill(phones, full * tx, bert, prompt, full * ty, slots, rows)
     t25 = SHAPES["codes"]
     codes = rng.integers(0, s2.codebook_size, (batch, t25))
     spec = rng.random((batch, s2.spec_channels, SHAPES["spec"]), np.float32)
@@ -126,7 +134,9 @@ DESCRIBE = {
 }
 
 
-def graphs_dir(preset: str, model: BaseModel, given: Path | None, exporter: str, tmp: Path) -> Path:
+def graphs_dir(
+    preset: str, model: BaseModel, given: Path | None, exporter: str, tmp: Path, graphs: list[str]
+) -> Path:
     from build.export import export_graphs
     from tritone.serving.runtime_manifest import read_manifest
 
@@ -137,7 +147,9 @@ def graphs_dir(preset: str, model: BaseModel, given: Path | None, exporter: str,
         return given
     out = tmp / preset
     print(f"exporting {preset} graphs ({exporter}) ...", file=sys.stderr)
-    export_graphs(model, out, bank_size=BANK_SIZE, max_rank=MAX_RANK, check=False, exporter=exporter)
+    export_graphs(
+        model, out, bank_size=BANK_SIZE, max_rank=MAX_RANK, graphs=graphs, check=False, exporter=exporter
+    )
     return out
 
 
@@ -185,12 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m build.bench_components", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "v2"], choices=["tiny", "demo", "v2"])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "v2"], choices=list(SIZES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--graphs", nargs="+", default=list(DESCRIBE))
     parser.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"])
-    for size in ("tiny", "demo", "v2"):
+    for size in SIZES:
         parser.add_argument(f"--build-{size}", type=Path, help=f"version folder built for random {size}")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -200,15 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.sizes:
             model = BaseModel.random(BaseModelConfig.preset(preset), seed=0)
-            directory = graphs_dir(preset, model, getattr(args, f"build_{preset}"), args.exporter, Path(tmp))
+            built = getattr(args, f"build_{preset.replace('-', '_')}")
+            directory = graphs_dir(preset, model, built, args.exporter, Path(tmp), args.graphs)
             onnx_rt = OnnxRuntime(directory, intra_op_threads=args.threads, graphs=args.graphs)
             torch_rt = TorchRuntime(model, bank_size=onnx_rt.bank_size, max_rank=onnx_rt.max_rank)
             for rt in (torch_rt, onnx_rt):
                 load_adapters(rt, model)
             for batch in args.batches:
                 fns = {
-                    "torch": calls(torch_rt, model.config, batch),
-                    "onnx": calls(onnx_rt, model.config, batch),
+                    "torch": calls(torch_rt, model.config, batch, args.graphs),
+                    "onnx": calls(onnx_rt, model.config, batch, args.graphs),
                 }
                 for graph in args.graphs:
                     t_torch = median_ms(fns["torch"][graph])

@@ -7,7 +7,7 @@
 # instead of 12 on 2 cores; the component section, about 13 minutes, is the same either way).
 # --base: the base model of the served vs upstream-style rows (default auto: the shipped
 # demo/base when it exists, else a tiny random one). SECTIONs limit the run to those sections
-# (resolve, serving, components, upstream, gpu; gpu runs only where CUDA is available). Also read
+# (resolve, serving, components, vocoders, upstream, gpu; gpu runs only where CUDA is available). Also read
 # from TRITONE_BENCH_QUICK=1 and TRITONE_BENCH_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,7 @@ run() { local name=$1; shift; want "$name" || return 0; echo "==> bench: $name";
 run resolve -m adapters.bench_resolve
 run serving -m loadtest.bench_serving --threads 1 ${QUICK:+--repeats 1}
 run components -m build.bench_components --threads 1
+run vocoders -m build.bench_components --threads 1 --sizes demo demo-spectral --graphs vocoder
 
 # Served stack vs the upstream-style path: one run measures, three sections show it.
 RESULTS=data/bench/upstream.json

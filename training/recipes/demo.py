@@ -3,11 +3,15 @@
 1. corpus   the demo corpus (`tritone data demo`, seed 20240611): 11 training voices, 2 held out
 2. base     the `demo` preset trained from scratch on `train.list` (SSL/CTC + k-means, then GPT
             and SoVITS as two processes side by side, each on one core), exported, registered
-3. adapters one LoRA adapter per held-out voice from up to 5 minutes of its `heldout_train` clips
+3. spectral the base's SoVITS trained on with a fresh spectral generator (`--init BASE --vocoder
+            spectral`: tritone/models/spectral_vocoder.py), its GPT trained on at the same time;
+            the inference path is trained end to end from the first step (`--prior-start 0`,
+            `--kl-weight 0`); this is the base the voices and `demo/` use
+4. adapters one LoRA adapter per held-out voice from up to 5 minutes of its `heldout_train` clips
             (never heard by the base), evaluated and registered at alias `staging`; the first voice
             is the shipped demo voice `public.demo`, others are `demo.<name>`
-4. eval     the full side-by-side evaluation on the voice's held-out sentences (`heldout_eval`)
-5. ship     `<repo>/demo/`: `base/` (bundle), `voice/` (the demo voice's adapter), `consent.json`,
+5. eval     the full side-by-side evaluation on the voice's held-out sentences (`heldout_eval`)
+6. ship     `<repo>/demo/`: `base/` (bundle), `voice/` (the demo voice's adapter), `consent.json`,
             `eval/<name>.json` (checked to be <= 30 MB); `make serve` loads exactly this
 
 The step counts below are the ones the shipped artifacts were trained with; every stage
@@ -35,6 +39,9 @@ SOVITS_GAN_START = 400
 SOVITS_PRIOR_START = 400
 SOVITS_BATCH_PER_PROCESS = 4  # x 2 DDP processes
 SOVITS_PRIOR_MEL_WEIGHT = 45.0
+SPECTRAL_GPT_STEPS = 800  # more GPT steps from the base's GPT, next to the SoVITS stage
+SPECTRAL_SOVITS_STEPS = 6000  # a spectral generator's step costs about a third of a HiFi-GAN one's
+SPECTRAL_KL_WEIGHT = 0.0  # the generator only ever sees the prior path, so the posterior has no job
 ADAPTER_STEPS = 100
 TENANT = "demo"
 SHIP_LIMIT_BYTES = 30 * 1024 * 1024
@@ -87,6 +94,31 @@ def _base_args(recipe: DemoRecipe, corpus: Path, run_dir: Path) -> list[str]:
         "--prior-start", str(SOVITS_PRIOR_START),
         "--prior-mel-weight", str(SOVITS_PRIOR_MEL_WEIGHT),
     ]  # fmt: skip
+    return args + _common_args(recipe)
+
+
+def _spectral_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path) -> list[str]:
+    args = [
+        "train", "base",
+        "--train-list", str(corpus / "train.list"),
+        "--eval-list", str(corpus / "eval.list"),
+        "--run-dir", str(run_dir / "spectral"),
+        "--init", str(base),
+        "--vocoder", "spectral",
+        "--seed", str(recipe.seed),
+        "--gpt-steps", str(SPECTRAL_GPT_STEPS),
+        "--sovits-steps", str(SPECTRAL_SOVITS_STEPS),
+        "--sovits-batch", str(SOVITS_BATCH_PER_PROCESS),
+        "--gan-start", str(SOVITS_GAN_START),
+        "--prior-start", "0",
+        "--prior-mel-weight", str(SOVITS_PRIOR_MEL_WEIGHT),
+        "--kl-weight", str(SPECTRAL_KL_WEIGHT),
+    ]  # fmt: skip
+    return args + _common_args(recipe)
+
+
+def _common_args(recipe: DemoRecipe) -> list[str]:
+    args: list[str] = []
     if recipe.threads:
         args += ["--threads", str(recipe.threads)]
     args += ["--device", recipe.device]
@@ -125,6 +157,28 @@ def train_base(recipe: DemoRecipe) -> Path:
     for stage in (() if parallel else ("gpt", "sovits")) + ("export", "register"):
         subprocess.run([*cli, *base, "--stage", stage], check=True)
     return run_dir / "base" / BASE_DIR
+
+
+def train_spectral(recipe: DemoRecipe, base: Path) -> Path:
+    """The base with the spectral generator, from `base` (GPT and SoVITS stages side by side on
+    the CPU, one single-threaded process each; in turn on a GPU)."""
+    from training.ddp import select_device
+    from training.train_base import BASE_DIR
+
+    corpus, run_dir, _ = recipe.paths()
+    cli = [sys.executable, "-m", "tritone.cli"]
+    args = _spectral_args(recipe, corpus, run_dir, base)
+    subprocess.run([*cli, *args, "--stage", "encode"], check=True)
+    parallel = recipe.parallel and select_device(recipe.device).type == "cpu"
+    if parallel:
+        one = ["--threads", "1"] if not recipe.threads else []
+        procs = [subprocess.Popen([*cli, *args, *one, "--stage", stage]) for stage in ("gpt", "sovits")]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise RuntimeError(f"gpt/sovits stages failed with exit codes {codes}")
+    for stage in (() if parallel else ("gpt", "sovits")) + ("export", "register"):
+        subprocess.run([*cli, *args, "--stage", stage], check=True)
+    return run_dir / "spectral" / BASE_DIR
 
 
 def demo_consent(voice_id: str, out: Path) -> Path:
@@ -245,11 +299,13 @@ def run_demo(recipe: DemoRecipe, stage: str = "all") -> dict[str, Any]:
         from training.demo import build_demo_corpus
 
         build_demo_corpus(corpus, progress=recipe.progress)
-    base = run_dir / "base" / BASE_DIR
+    base = run_dir / "spectral" / BASE_DIR  # what the voices are trained on and `demo/` ships
     result: dict[str, Any] = {}
     if stage in ("all", "base"):
-        base = train_base(recipe)
-        result["base"] = str(base)
+        result["base"] = str(train_base(recipe))
+    if stage in ("all", "spectral"):
+        base = train_spectral(recipe, run_dir / "base" / BASE_DIR)
+        result["spectral"] = str(base)
     if stage in ("all", "adapters"):
         result["adapters"] = train_adapters(recipe, base)
     if stage in ("all", "eval"):
