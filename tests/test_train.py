@@ -338,6 +338,8 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, b
     """`--init BASE --vocoder spectral --gpt-steps 0`: the base's SSL, codebook and GPT are kept,
     SoVITS continues from the base and a fresh spectral generator trains with it; the export is
     a bundle of the spectral kind that loads and speaks."""
+    import json
+
     import numpy as np
 
     from tritone.models.spectral_vocoder import SpectralVocoder
@@ -366,3 +368,25 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, b
     ge = torch.randn(1, spectral.config.sovits.gin_channels, 1)
     audio = pipe.tokens_to_audio(torch.arange(20), list(range(10, 30)), ge, SynthesisParams(seed=1), 0)
     assert audio.shape == (20 * 2 * pipe.hop,) and np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+    # the resynthesis check scores a bundle, a run folder's checkpoint and the recordings alike
+    from training.recipes.resynthesis import main as resynthesis
+
+    report = env.root / "resynthesis.json"
+    sources = [str(base_dir), str(recipe.run_dir), "recordings"]
+    argv = [
+        *sources,
+        "--base",
+        str(base_dir),
+        "--corpus",
+        str(env.corpus),
+        "--voices",
+        "2",
+        "--per-voice",
+        "1",
+    ]
+    assert resynthesis([*argv, "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert rows[str(recipe.run_dir)]["steps"] == 8 and rows[str(base_dir)]["steps"] is None
+    assert rows["recordings"]["mel_l1"] == 0.0 and rows[str(base_dir)]["mel_l1"] > 0.0
+    assert all(r["wer"] >= 0.0 and 0.0 <= r["periodicity"] <= 1.0 for r in rows.values())

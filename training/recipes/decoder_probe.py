@@ -208,10 +208,10 @@ def evaluate(
     chosen = [e for v in sorted(by_voice)[:voices] for e in by_voice[v][:per_voice]]
     recordings = [torch.from_numpy(load_audio(e.wav_path, 32_000)[0]) for e in chosen]
     mel = MelLoss((SpectrogramConfig(),))
-    rows: dict[str, Any] = {"recordings": _score(recordings, recordings, chosen, mel)}
+    rows: dict[str, Any] = {"recordings": score_clips(recordings, recordings, chosen, mel)}
     # how much the recogniser needs the phase: what a generator that gets only the magnitudes right makes
     scrambled = [_random_phase(y, seed=i) for i, y in enumerate(recordings)]
-    rows[RANDOM_PHASE_ROW] = _score(scrambled, recordings, chosen, mel)
+    rows[RANDOM_PHASE_ROW] = score_clips(scrambled, recordings, chosen, mel)
     for name in variants:
         state = torch.load(out / name / PROBE_FILE, map_location="cpu")
         enc_q, vocoder, pitch_head = _modules(state.get("preset", preset), name)
@@ -241,7 +241,7 @@ def evaluate(
                     cents.append(float(torch.median(torch.abs(1200 * torch.log2(f0[both] / true_f0[both])))))
         for row, audio in outputs.items():
             if audio:
-                rows[row] = {**_score(audio, recordings, chosen, mel), "steps": int(state["step"])}
+                rows[row] = {**score_clips(audio, recordings, chosen, mel), "steps": int(state["step"])}
         if pitch_head is not None:
             rows[name]["pitch_voicing_agreement"] = float(np.mean(voicing))
             rows[name]["pitch_median_error_cents"] = float(np.median(cents)) if cents else None
@@ -256,7 +256,9 @@ def _random_phase(audio: Tensor, seed: int, n_fft: int = 1280, hop: int = 320) -
     return torch.istft(torch.polar(magnitude, phase), n_fft, hop, window=window, length=audio.shape[0])
 
 
-def _score(audio: list[Tensor], recordings: list[Tensor], utterances: list[Any], mel: Any) -> dict[str, Any]:
+def score_clips(
+    audio: list[Tensor], recordings: list[Tensor], utterances: list[Any], mel: Any
+) -> dict[str, Any]:
     """WER over all sentences, mean mel L1 to the recordings, mean periodicity."""
     from training.metrics import audio_wer, periodicity
 

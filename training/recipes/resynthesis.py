@@ -1,0 +1,138 @@
+"""Resynthesis check of a base's acoustic path: held-out sentences decoded from their own tokens.
+
+    python -m training.recipes.resynthesis SOURCE... [--base demo/base] [--corpus DIR]
+                                                     [--voices 6] [--per-voice 2] [--json OUT]
+
+Each SOURCE is a base bundle (a folder with `manifest.json`), a `tritone train base` run folder
+(its `sovits/ckpt-latest.pt`: SoVITS and the generator as training left them, either vocoder
+kind; the GPT and SSL encoder come from `--base`), or `recordings`. For `per_voice` English
+`eval.list` sentences of 3-10 s of each of the first `voices` training speakers, the clip becomes
+a voice prompt exactly as serving builds one (its semantic tokens, phones and reference
+spectrogram) and those tokens go through SoVITS and the vocoder, noise scale 0.5, seed i for the
+i-th sentence: no GPT, so the number says whether the acoustic path is intelligible, which a
+clone cannot be without it. Scored as the decoder probe scores (pocketsphinx WER over all
+sentences, mel L1 to the recording, periodicity), one markdown row per source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+REF_SECONDS = (3.2, 9.5)  # inside the voice prompt's 3-10 s
+
+
+def sentences(corpus: Path, voices: int, per_voice: int) -> list[tuple[Any, Any]]:
+    """(utterance, 32 kHz audio) pairs: the first `per_voice` usable English clips per voice."""
+    from training.data import read_list
+    from tritone.audio.io import load_audio
+
+    by_voice: dict[str, list[Any]] = {}
+    for u in read_list(corpus / "eval.list").utterances:
+        if u.lang == "en":
+            by_voice.setdefault(u.speaker, []).append(u)
+    chosen = []
+    for voice in sorted(by_voice)[:voices]:
+        picked = 0
+        for u in by_voice[voice]:
+            audio, _ = load_audio(u.wav_path, 32_000)
+            if picked < per_voice and REF_SECONDS[0] < len(audio) / 32_000 < REF_SECONDS[1]:
+                chosen.append((u, audio))
+                picked += 1
+    if not chosen:
+        raise ValueError(f"{corpus}/eval.list has no English clip of {REF_SECONDS[0]}-{REF_SECONDS[1]} s")
+    return chosen
+
+
+def load_source(source: Path, base: Any) -> tuple[Any, int | None]:
+    """(BaseModel, training step or None) for a bundle or a training run folder."""
+    import torch
+
+    from tritone.models.base import BaseModel
+    from tritone.models.sovits import SoVITS
+    from tritone.models.vocoders import build_vocoder, with_vocoder_kind
+
+    if (source / "manifest.json").is_file():
+        return BaseModel.load(source), None
+    path = source / "sovits" / "ckpt-latest.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{source}: neither a base bundle nor a run folder with {path.name}")
+    state = torch.load(path, map_location="cpu", weights_only=False)["gen"]
+    kind = "spectral" if "vocoder.head.weight" in state else "hifigan"
+    config = replace(base.config, vocoder=with_vocoder_kind(base.config.vocoder, kind))
+    sovits, vocoder = SoVITS(config.sovits, posterior=True), build_vocoder(config.vocoder)
+    sovits.load_state_dict({k[len("sovits.") :]: v for k, v in state.items() if k.startswith("sovits.")})
+    vocoder.load_state_dict({k[len("vocoder.") :]: v for k, v in state.items() if k.startswith("vocoder.")})
+    step = int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+    return BaseModel.from_modules(config, base.gpt, sovits, vocoder, base.ssl), step
+
+
+def resynthesise(model: Any, chosen: list[tuple[Any, Any]]) -> list[Any]:
+    import torch
+
+    from tritone.pipeline import Pipeline, SynthesisParams
+
+    pipe = Pipeline(model)
+    out = []
+    for i, (u, audio) in enumerate(chosen):
+        voice = pipe.build_voice_prompt(audio, 32_000, u.text, u.lang)
+        ge = pipe.reference_embedding(voice)
+        wav = pipe.tokens_to_audio(voice.semantic, voice.phone_ids.tolist(), ge, SynthesisParams(seed=i), i)
+        out.append(torch.from_numpy(wav))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from training.losses import MelLoss
+    from training.recipes.decoder_probe import score_clips
+    from tritone.audio.features import SpectrogramConfig
+    from tritone.config import REPO_ROOT, data_dir
+    from tritone.models.base import BaseModel
+
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("sources", nargs="+", help="base bundles, training run folders, or 'recordings'")
+    p.add_argument("--base", type=Path, default=REPO_ROOT / "demo" / "base", help="GPT + SSL for run folders")
+    p.add_argument("--corpus", type=Path, default=None, help="demo corpus (default: $TRITONE_HOME/demo)")
+    p.add_argument("--voices", type=int, default=6)
+    p.add_argument("--per-voice", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    corpus = args.corpus or data_dir() / "demo"
+    if not (corpus / "eval.list").is_file():
+        p.error(f"{corpus}/eval.list not found: build the corpus with `tritone data demo`")
+    torch.set_num_threads(1)
+    chosen = sentences(corpus, args.voices, args.per_voice)
+    recordings = [torch.from_numpy(a) for _, a in chosen]
+    utterances = [u for u, _ in chosen]
+    mel = MelLoss((SpectrogramConfig(),))
+    base = BaseModel.load(args.base)
+    rows: dict[str, Any] = {}
+    print("| source | steps | WER | mel L1 | periodicity |\n|---|---|---|---|---|")
+    for source in args.sources:
+        if source == "recordings":
+            row, step = score_clips(recordings, recordings, utterances, mel), None
+        else:
+            model, step = load_source(Path(source), base)
+            with torch.no_grad():
+                row = score_clips(resynthesise(model, chosen), recordings, utterances, mel)
+        rows[source] = {**row, "steps": step}
+        print(
+            f"| {source} | {step if step is not None else '-'} | {row['wer']:.1%} | "
+            f"{row['mel_l1']:.3f} | {row['periodicity']:.3f} |",
+            flush=True,
+        )
+    if args.json:
+        report = {"sentences": [u.utt_id for u in utterances], "rows": rows}
+        report["command"] = "python -m training.recipes.resynthesis " + " ".join(argv or sys.argv[1:])
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
