@@ -116,7 +116,9 @@ def test_pitch_head_learns_pitch_and_voicing_from_a_latent() -> None:
     head = PitchHead(3, hidden=32)
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
     first = float(PitchHead.loss(head(z), f0).detach())
-    for _ in range(1000):
+    # 2000 steps: at 1000 the median error sat at 0.027-0.041 depending on the CPU and thread
+    # count (float reduction order), too close to the bound; at 2000 it is 0.016 on 2 threads
+    for _ in range(2000):
         loss = PitchHead.loss(head(z), f0)
         opt.zero_grad()
         loss.backward()
