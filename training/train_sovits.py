@@ -1,4 +1,5 @@
-"""SoVITS (s2) + vocoder training: VITS with a HiFi-GAN generator and period/scale discriminators.
+"""SoVITS (s2) + vocoder training: VITS with the base's generator (HiFi-GAN or spectral:
+`tritone.models.vocoders`) and period/scale discriminators.
 
 Per step, as upstream's s2_train: the posterior encoder `enc_q` encodes the target's linear
 spectrogram into z; the flow maps z to the prior space, where the KL to the content prior
