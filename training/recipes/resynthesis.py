@@ -39,8 +39,10 @@ def sentences(corpus: Path, voices: int, per_voice: int) -> list[tuple[Any, Any]
     for voice in sorted(by_voice)[:voices]:
         picked = 0
         for u in by_voice[voice]:
+            if picked == per_voice:
+                break
             audio, _ = load_audio(u.wav_path, 32_000)
-            if picked < per_voice and REF_SECONDS[0] < len(audio) / 32_000 < REF_SECONDS[1]:
+            if REF_SECONDS[0] < len(audio) / 32_000 < REF_SECONDS[1]:
                 chosen.append((u, audio))
                 picked += 1
     if not chosen:
@@ -61,14 +63,14 @@ def load_source(source: Path, base: Any) -> tuple[Any, int | None]:
     path = source / "sovits" / "ckpt-latest.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{source}: neither a base bundle nor a run folder with {path.name}")
-    state = torch.load(path, map_location="cpu", weights_only=False)["gen"]
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint["gen"]
     kind = "spectral" if "vocoder.head.weight" in state else "hifigan"
     config = replace(base.config, vocoder=with_vocoder_kind(base.config.vocoder, kind))
     sovits, vocoder = SoVITS(config.sovits, posterior=True), build_vocoder(config.vocoder)
     sovits.load_state_dict({k[len("sovits.") :]: v for k, v in state.items() if k.startswith("sovits.")})
     vocoder.load_state_dict({k[len("vocoder.") :]: v for k, v in state.items() if k.startswith("vocoder.")})
-    step = int(torch.load(path, map_location="cpu", weights_only=False)["step"])
-    return BaseModel.from_modules(config, base.gpt, sovits, vocoder, base.ssl), step
+    return BaseModel.from_modules(config, base.gpt, sovits, vocoder, base.ssl), int(checkpoint["step"])
 
 
 def resynthesise(model: Any, chosen: list[tuple[Any, Any]]) -> list[Any]:
