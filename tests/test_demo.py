@@ -242,3 +242,40 @@ def test_cli_demo_builds_and_lists_voices(tmp_path: Path, capsys: pytest.Capture
     assert "2 voices, 4 clips" in capsys.readouterr().out
     assert read_list(out / "train.list").speakers() == {"flite_slt": 1}
     assert read_list(out / "heldout_eval.list").speakers() == {"flite_rms": 1}
+
+
+def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tritone train demo --stage refine` trains on from the `spectral` stage's bundle into its own
+    run folder (the stages run as subprocesses; they are recorded here, the training itself is
+    tested in test_train.py), and an unknown stage is refused instead of doing nothing."""
+    from training.recipes import demo as recipe_mod
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.list").write_text("")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(recipe_mod.subprocess, "run", lambda cmd, check: calls.append(list(cmd)))
+    recipe = recipe_mod.DemoRecipe(
+        corpus=corpus, run_dir=tmp_path / "runs", out=tmp_path / "out", progress=False
+    )
+    result = recipe_mod.run_demo(recipe, "refine")
+
+    assert result == {"refine": str(tmp_path / "runs" / "refine" / "base")}
+    stages = [c[c.index("--stage") + 1] for c in calls]
+    assert stages == ["encode", "gpt", "sovits", "export", "register"]
+    for cmd in calls:
+        assert cmd[3:5] == ["train", "base"]  # after `python -m tritone.cli`
+        opt = {
+            name: cmd[cmd.index(name) + 1]
+            for name in ("--init", "--run-dir", "--sovits-steps", "--gpt-steps")
+        }
+        assert opt["--init"] == str(tmp_path / "runs" / "spectral" / "base")
+        assert opt["--run-dir"] == str(tmp_path / "runs" / "refine")
+        assert opt["--sovits-steps"] == str(recipe_mod.REFINE_SOVITS_STEPS) and opt["--gpt-steps"] == "0"
+        assert "--vocoder" not in cmd  # the bundle's own (spectral) generator is trained on
+
+    from tritone.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "demo", "--stage", "refin"])
+    assert refused.value.code == 2

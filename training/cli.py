@@ -365,7 +365,12 @@ def add_train_commands(subparsers: Any) -> None:
         "--voices", default="flite_rms", help="held-out voices to make adapters for; the first is shipped"
     )
     demo.add_argument("--seed", type=int, default=1234)
-    demo.add_argument("--stage", default="all", help="base, spectral, adapters, eval, ship or all")
+    demo.add_argument(
+        "--stage",
+        default="all",
+        choices=("all", "base", "spectral", "refine", "adapters", "eval", "ship"),
+        help="one stage, or all (default)",
+    )
     demo.add_argument("--threads", type=int, default=None)
     demo.add_argument(
         "--device",

@@ -2,7 +2,7 @@
 # Reproduce the shipped demo (demo/base + demo/voice) from a fresh clone, seed 1234.
 #
 #   training/recipes/demo.sh            # everything: corpus, base, adapter, evaluation, ship
-#   training/recipes/demo.sh eval       # one stage: base | spectral | adapters | eval | ship
+#   training/recipes/demo.sh eval       # one stage: base | spectral | refine | adapters | eval | ship
 #
 # The same as `tritone train demo --stage STAGE`. On 2 shared CPU cores the base takes a few
 # hours (docs/TRAINING.md has the measured times); every stage resumes where it stopped.
