@@ -6,7 +6,10 @@
 3. spectral the base's SoVITS trained on with a fresh spectral generator (`--init BASE --vocoder
             spectral`: tritone/models/spectral_vocoder.py), its GPT, SSL and codebook kept; the
             inference path is trained end to end from the first step (`--prior-start 0`,
-            `--kl-weight 0`); this is the base the voices and `demo/` use
+            `--kl-weight 0`)
+4. refine   that base's SoVITS and generator trained on from its bundle for more steps (`--init`
+            it: a new optimiser, learning-rate schedule and discriminators, the same options);
+            this is the base the voices and `demo/` use
 5. adapters one LoRA adapter per held-out voice from up to 5 minutes of its `heldout_train` clips
             (never heard by the base), evaluated and registered at alias `staging`; the first voice
             is the shipped demo voice `public.demo`, others are `demo.<name>`
