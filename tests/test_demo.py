@@ -245,9 +245,10 @@ def test_cli_demo_builds_and_lists_voices(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`tritone train demo --stage refine` trains on from the `spectral` stage's bundle into its own
-    run folder (the stages run as subprocesses; they are recorded here, the training itself is
-    tested in test_train.py), and an unknown stage is refused instead of doing nothing."""
+    """`tritone train demo --stage refine` trains on from the `spectral` stage's bundle, round by
+    round, each round from the previous round's bundle into its own run folder (the stages run as
+    subprocesses; they are recorded here, the training itself is tested in test_train.py), and
+    an unknown stage is refused instead of doing nothing."""
     from training.recipes import demo as recipe_mod
 
     corpus = tmp_path / "corpus"
@@ -255,24 +256,35 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
     (corpus / "train.list").write_text("")
     calls: list[list[str]] = []
     monkeypatch.setattr(recipe_mod.subprocess, "run", lambda cmd, check: calls.append(list(cmd)))
+    monkeypatch.setattr(recipe_mod, "REFINE_SOVITS_STEPS", (70, 30, 20))
     recipe = recipe_mod.DemoRecipe(
         corpus=corpus, run_dir=tmp_path / "runs", out=tmp_path / "out", progress=False
     )
     result = recipe_mod.run_demo(recipe, "refine")
 
-    assert result == {"refine": str(tmp_path / "runs" / "refine" / "base")}
+    runs = tmp_path / "runs"
+    assert result == {"refine": str(runs / "refine3" / "base")}
     stages = [c[c.index("--stage") + 1] for c in calls]
-    assert stages == ["encode", "gpt", "sovits", "export", "register"]
-    for cmd in calls:
+    assert stages == ["encode", "gpt", "sovits", "export", "register"] * 3
+    expected = [  # (init, run dir, SoVITS steps) of each round
+        (runs / "spectral" / "base", runs / "refine", "70"),
+        (runs / "refine" / "base", runs / "refine2", "30"),
+        (runs / "refine2" / "base", runs / "refine3", "20"),
+    ]
+    for i, cmd in enumerate(calls):
         assert cmd[3:5] == ["train", "base"]  # after `python -m tritone.cli`
         opt = {
             name: cmd[cmd.index(name) + 1]
             for name in ("--init", "--run-dir", "--sovits-steps", "--gpt-steps")
         }
-        assert opt["--init"] == str(tmp_path / "runs" / "spectral" / "base")
-        assert opt["--run-dir"] == str(tmp_path / "runs" / "refine")
-        assert opt["--sovits-steps"] == str(recipe_mod.REFINE_SOVITS_STEPS) and opt["--gpt-steps"] == "0"
+        init, run_dir, steps = expected[i // 5]
+        assert (opt["--init"], opt["--run-dir"]) == (str(init), str(run_dir))
+        assert opt["--sovits-steps"] == steps and opt["--gpt-steps"] == "0"
         assert "--vocoder" not in cmd  # the bundle's own (spectral) generator is trained on
+
+    # the later stages use the last round's bundle
+    monkeypatch.setattr(recipe_mod, "train_adapters", lambda recipe, base: str(base))
+    assert recipe_mod.run_demo(recipe, "adapters") == {"adapters": str(runs / "refine3" / "base")}
 
     from tritone.cli import main
 

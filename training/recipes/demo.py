@@ -7,9 +7,10 @@
             spectral`: tritone/models/spectral_vocoder.py), its GPT, SSL and codebook kept; the
             inference path is trained end to end from the first step (`--prior-start 0`,
             `--kl-weight 0`)
-4. refine   that base's SoVITS and generator trained on from its bundle for more steps (`--init`
-            it: a new optimiser, learning-rate schedule and discriminators, the same options);
-            this is the base the voices and `demo/` use
+4. refine   that base's SoVITS and generator trained on from its bundle for more steps, in
+            rounds (each `--init`s the previous round's bundle: a new optimiser, learning-rate
+            schedule and discriminators, the same options); the last round's bundle is the base
+            the voices and `demo/` use
 5. adapters one LoRA adapter per held-out voice from up to 5 minutes of its `heldout_train` clips
             (never heard by the base), evaluated and registered at alias `staging`; the first voice
             is the shipped demo voice `public.demo`, others are `demo.<name>`
@@ -46,9 +47,10 @@ SOVITS_PRIOR_MEL_WEIGHT = 45.0
 SPECTRAL_GPT_STEPS = 0
 SPECTRAL_SOVITS_STEPS = 6000  # cheaper steps than HiFi-GAN's (decoder probe: 25 vs 45-55 min for 3133)
 SPECTRAL_KL_WEIGHT = 0.0  # the generator only ever sees the prior path, so the posterior has no job
-# A second schedule over the spectral base rather than one longer first one: the shipped run was
+# More schedules over the spectral base rather than one longer first one: the shipped run was
 # trained in the sittings the CPU allowed, and a fresh run of the recipe should take the same path.
-REFINE_SOVITS_STEPS = 8000
+# Round i starts from round i-1's bundle (round 0 from the spectral stage's) in `refine_run_dir(i)`.
+REFINE_SOVITS_STEPS = (8000, 8000)
 ADAPTER_STEPS = 100
 TENANT = "demo"
 SHIP_LIMIT_BYTES = 30 * 1024 * 1024
@@ -124,16 +126,21 @@ def _spectral_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path) 
     return args + _common_args(recipe)
 
 
-def _refine_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path) -> list[str]:
+def refine_run_dir(run_dir: Path, round_index: int) -> Path:
+    """`refine`, then `refine2`, `refine3`, ...: the first round's folder keeps its original name."""
+    return run_dir / ("refine" if round_index == 0 else f"refine{round_index + 1}")
+
+
+def _refine_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path, round_index: int) -> list[str]:
     args = [
         "train", "base",
         "--train-list", str(corpus / "train.list"),
         "--eval-list", str(corpus / "eval.list"),
-        "--run-dir", str(run_dir / "refine"),
+        "--run-dir", str(refine_run_dir(run_dir, round_index)),
         "--init", str(base),
         "--seed", str(recipe.seed),
         "--gpt-steps", "0",
-        "--sovits-steps", str(REFINE_SOVITS_STEPS),
+        "--sovits-steps", str(REFINE_SOVITS_STEPS[round_index]),
         "--sovits-batch", str(SOVITS_BATCH_PER_PROCESS),
         "--gan-start", "0",  # the generator is trained already; its new discriminators learn with it
         "--prior-start", "0",
@@ -202,9 +209,12 @@ def train_spectral(recipe: DemoRecipe, base: Path) -> Path:
 
 
 def train_refine(recipe: DemoRecipe, spectral: Path) -> Path:
-    """The spectral base trained on for `REFINE_SOVITS_STEPS` more SoVITS steps."""
+    """The spectral base trained on round by round, `REFINE_SOVITS_STEPS[i]` SoVITS steps each."""
     corpus, run_dir, _ = recipe.paths()
-    return _train_on(_refine_args(recipe, corpus, run_dir, spectral), run_dir / "refine")
+    base = spectral
+    for i in range(len(REFINE_SOVITS_STEPS)):
+        base = _train_on(_refine_args(recipe, corpus, run_dir, base, i), refine_run_dir(run_dir, i))
+    return base
 
 
 def demo_consent(voice_id: str, out: Path) -> Path:
@@ -325,7 +335,8 @@ def run_demo(recipe: DemoRecipe, stage: str = "all") -> dict[str, Any]:
         from training.demo import build_demo_corpus
 
         build_demo_corpus(corpus, progress=recipe.progress)
-    base = run_dir / "refine" / BASE_DIR  # what the voices are trained on and `demo/` ships
+    # what the voices are trained on and `demo/` ships: the last refine round's bundle
+    base = refine_run_dir(run_dir, len(REFINE_SOVITS_STEPS) - 1) / BASE_DIR
     result: dict[str, Any] = {}
     if stage in ("all", "base"):
         result["base"] = str(train_base(recipe))
