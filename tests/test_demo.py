@@ -15,8 +15,17 @@ import soundfile as sf
 
 from training import cli as data_cli
 from training.data import read_list
-from training.demo import DEFAULT_VOICES, EXTRA_VOICES, SPLITS, DemoCorpus, build_demo_corpus, engines
+from training.demo import (
+    DEFAULT_SEED,
+    DEFAULT_VOICES,
+    EXTRA_VOICES,
+    SPLITS,
+    DemoCorpus,
+    build_demo_corpus,
+    engines,
+)
 from training.demo.engines import MissingDependencyError, check_dependencies, pinyin_for_espeak
+from training.demo.generated import generate_sentences
 from training.demo.sentences import load_sentences, split_sentences
 from training.demo.voices import ALL_VOICES, VoiceSpec, check_person_splits, select_voices, voice_by_id
 from training.quality import analyse_clip
@@ -222,6 +231,57 @@ def test_sentence_split_is_seeded_disjoint_and_prefix_stable() -> None:
     assert len(one_train) == 1 and no_eval == [] and set(one_train) <= set(train)
 
 
+def test_generated_sentences_are_distinct_seeded_and_never_a_written_one() -> None:
+    written = load_sentences("en")
+    gen = generate_sentences(3000, seed=7, exclude=written)
+    assert len(gen) == 3000 and len({s.text for s in gen}) == 3000
+    assert [s.sentence_id for s in gen[:2]] == ["g00001", "g00002"] and gen[-1].sentence_id == "g03000"
+    assert all(s.lang == "en" and s.category == "generated" and s.text[-1] in ".?" for s in gen)
+    assert generate_sentences(3000, seed=7, exclude=written) == gen
+    assert generate_sentences(50, seed=8, exclude=written) != gen[:50]
+
+    def words(text: str) -> str:
+        return re.sub(r"[^a-z ]", "", text.lower())
+
+    assert not {words(s.text) for s in gen} & {words(s.text) for s in written}
+    # an excluded text is never produced: the first ten of seed 7 are skipped when excluded
+    again = generate_sentences(200, seed=7, exclude=gen[:10])
+    assert not {s.text for s in again} & {s.text for s in gen[:10]}
+    vocabulary = {w for s in gen for w in words(s.text).split()}
+    assert len(vocabulary) >= 500  # text coverage is the point: not a handful of words
+    assert generate_sentences(0, seed=7) == []
+    with pytest.raises(ValueError, match=">= 0"):
+        generate_sentences(-1, seed=7)
+
+
+def test_generated_sentences_are_spoken_once_by_training_voices_only(tmp_path: Path) -> None:
+    corpus = build_demo_corpus(
+        tmp_path / "corpus",
+        sentences=2,
+        generated=7,
+        voices=["flite_slt", "flite_awb_p200", "festival_kal", "flite_rms", "espeak_cmn"],
+        progress=False,
+    )
+    ds = read_list(corpus.list_path("train_generated"))
+    assert ds.ok, ds.issues
+    assert len(ds.utterances) == 7
+    # English training voices only: never the held-out person rms, never the zh voice
+    assert set(ds.speakers()) == {"flite_slt", "flite_awb_p200", "festival_kal"}
+    texts = [u.text for u in ds.utterances]
+    assert sorted(texts) == sorted(
+        s.text for s in generate_sentences(7, seed=DEFAULT_SEED, exclude=load_sentences("en"))
+    )
+    rows = [r for r in corpus.utterances() if r["split"] == "train_generated"]
+    assert all(r["sentence_id"].startswith("g") and r["category"] == "generated" for r in rows)
+    assert corpus.manifest["generated_sentences"]["count"] == 7
+    assert corpus.manifest["splits"]["train_generated"]["utterances"] == 7
+    for u in ds.utterances:
+        audio, rate = sf.read(str(u.wav_path))
+        assert rate == 32_000 and len(audio) > rate
+    with pytest.raises(ValueError, match="--generated"):
+        build_demo_corpus(tmp_path / "bad", sentences=2, generated=-1, voices=["flite_slt"], progress=False)
+
+
 def test_pinyin_for_espeak_keeps_tones_and_punctuation() -> None:
     assert pinyin_for_espeak("你好，世界。") == "ni3 hao3, shi4 jie4."
     assert pinyin_for_espeak("“绿色的吗？”她问。") == "lv4 se4 de5 ma5? ta1 wen4."
@@ -254,6 +314,7 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "train.list").write_text("")
+    (corpus / "train_generated.list").write_text("")
     calls: list[list[str]] = []
     monkeypatch.setattr(recipe_mod.subprocess, "run", lambda cmd, check: calls.append(list(cmd)))
     monkeypatch.setattr(recipe_mod, "REFINE_SOVITS_STEPS", (70, 30, 20))
@@ -282,9 +343,21 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
         assert opt["--sovits-steps"] == steps and opt["--gpt-steps"] == "0"
         assert "--vocoder" not in cmd  # the bundle's own (spectral) generator is trained on
 
-    # the later stages use the last round's bundle
+    # the text stage trains the last round's GPT on the written and the generated sentences
+    calls.clear()
+    assert recipe_mod.run_demo(recipe, "text") == {"text": str(runs / "text" / "base")}
+    assert [c[c.index("--stage") + 1] for c in calls] == ["encode", "gpt", "sovits", "export", "register"]
+    for cmd in calls:
+        lists = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--train-list"]
+        assert lists == [str(corpus / "train.list"), str(corpus / "train_generated.list")]
+        assert cmd[cmd.index("--init") + 1] == str(runs / "refine3" / "base")
+        assert cmd[cmd.index("--run-dir") + 1] == str(runs / "text")
+        assert cmd[cmd.index("--gpt-steps") + 1] == str(recipe_mod.TEXT_GPT_STEPS) != "0"
+        assert cmd[cmd.index("--sovits-steps") + 1] == "0"
+
+    # the later stages use the text stage's bundle
     monkeypatch.setattr(recipe_mod, "train_adapters", lambda recipe, base: str(base))
-    assert recipe_mod.run_demo(recipe, "adapters") == {"adapters": str(runs / "refine3" / "base")}
+    assert recipe_mod.run_demo(recipe, "adapters") == {"adapters": str(runs / "text" / "base")}
 
     from tritone.cli import main
 

@@ -136,6 +136,24 @@ def test_stages_resume_instead_of_redoing(env: Env, base_dir: Path) -> None:
     assert torch.load(recipe.run_dir / "gpt" / "ckpt-latest.pt", weights_only=False)["step"] == 30
 
 
+def test_several_train_lists_are_read_as_one(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--train-list` repeated: the demo's text stage trains on the written and generated lists."""
+    import json
+
+    from training.data import read_list
+    from tritone.cli import main
+
+    first, second = env.corpus / "train.list", env.corpus / "heldout_train.list"
+    args = ["train", "base", "--eval-list", str(env.corpus / "eval.list"), "--preset", "tiny"]
+    args += ["--run-dir", str(env.root / "lists"), "--stage", "prep", "--no-progress"]
+    assert main([*args, "--train-list", str(first), "--train-list", str(second)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["result"]
+    n_first, n_second = len(read_list(first).utterances), len(read_list(second).utterances)
+    assert n_first and n_second and result["train"] == n_first + n_second
+    assert main([*args, "--train-list", str(first)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["result"]["train"] == n_first
+
+
 def test_ddp_two_processes_gloo(env: Env, base_dir: Path) -> None:
     run_dir = env.root / "ddp"
     cmd = [

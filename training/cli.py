@@ -33,7 +33,14 @@ def add_commands(subparsers: Any) -> None:
         help="also use RHVoice alan/bdl/clb (Debian non-free: needs apt sources changed, see docs/DATA.md)",
     )
     demo.add_argument(
-        "--sentences", type=int, default=None, metavar="N", help="at most N sentences per language"
+        "--sentences", type=int, default=None, metavar="N", help="at most N written sentences per language"
+    )
+    demo.add_argument(
+        "--generated",
+        type=int,
+        default=None,
+        metavar="N",
+        help="generated English sentences for train_generated.list (default 6000; 0 with --sentences)",
     )
     demo.add_argument(
         "--voices",
@@ -128,6 +135,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     corpus = build_demo_corpus(
         args.out,
         sentences=args.sentences,
+        generated=args.generated,
         voices=voices,
         extra_voices=args.extra_voices,
         seed=DEFAULT_SEED if args.seed is None else args.seed,
@@ -141,7 +149,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     for name, split in m["splits"].items():
         print(
-            f"  {name:14s} {split['utterances']:5d} clips {split['seconds'] / 60:7.1f} min  {corpus.root / split['list']}"
+            f"  {name:16s} {split['utterances']:5d} clips {split['seconds'] / 60:7.1f} min  {corpus.root / split['list']}"
         )
     return 0
 
@@ -222,7 +230,13 @@ def add_train_commands(subparsers: Any) -> None:
             "Every stage resumes from its checkpoint. Works under torchrun for multi-process DDP."
         ),
     )
-    base.add_argument("--train-list", type=Path, required=True, help="training .list file")
+    base.add_argument(
+        "--train-list",
+        type=Path,
+        action="append",
+        required=True,
+        help="training .list file; repeat it to train on several lists as one",
+    )
     base.add_argument("--eval-list", type=Path, required=True, help="held-out .list file (same speakers)")
     base.add_argument("--run-dir", type=Path, required=True, help="where checkpoints and the result go")
     base.add_argument(
@@ -368,7 +382,7 @@ def add_train_commands(subparsers: Any) -> None:
     demo.add_argument(
         "--stage",
         default="all",
-        choices=("all", "base", "spectral", "refine", "adapters", "eval", "ship"),
+        choices=("all", "base", "spectral", "refine", "text", "adapters", "eval", "ship"),
         help="one stage, or all (default)",
     )
     demo.add_argument("--threads", type=int, default=None)
@@ -395,7 +409,7 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         if not (init / "manifest.json").is_file():
             BaseModel.from_upstream(args.init_s1, args.init_s2, args.hubert_dir).save(init)
     recipe = BaseRecipe(
-        train_list=args.train_list,
+        train_list=args.train_list if len(args.train_list) > 1 else args.train_list[0],
         eval_list=args.eval_list,
         run_dir=args.run_dir,
         preset=args.preset,

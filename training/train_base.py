@@ -49,7 +49,7 @@ def _item_audio(item: PrepItem) -> tuple[Any, int]:
 
 @dataclass
 class BaseRecipe:
-    train_list: Path
+    train_list: Path | list[Path]  # one .list file, or several read as one (e.g. written + generated)
     eval_list: Path
     run_dir: Path
     preset: str = "demo"
@@ -72,6 +72,10 @@ class BaseRecipe:
             cfg.seed = self.seed
             cfg.threads = self.threads
             cfg.device = self.device
+
+    @property
+    def train_lists(self) -> list[Path]:
+        return list(self.train_list) if isinstance(self.train_list, list) else [self.train_list]
 
     def model_config(self) -> BaseModelConfig:
         if self.init is not None:
@@ -104,12 +108,15 @@ class BaseTrainer:
             r = self.recipe
             result: Any = None
             if self.info.is_main:
-                train = read_list(r.train_list)
-                train.raise_if_errors()
+                train_utts = []
+                for path in r.train_lists:
+                    train = read_list(path)
+                    train.raise_if_errors()
+                    train_utts += train.utterances
                 evals = read_list(r.eval_list)
                 evals.raise_if_errors()
                 prep = PrepConfig(bert_dir=r.bert_dir)
-                tr, st1 = prepare(train.utterances, prep, r.cache_dir, r.progress)
+                tr, st1 = prepare(train_utts, prep, r.cache_dir, r.progress)
                 ev, st2 = prepare(evals.utterances, prep, r.cache_dir, r.progress)
                 for st in (st1, st2):
                     for utt, why in st.failed:
@@ -271,7 +278,7 @@ class BaseTrainer:
         params = {
             "preset": r.preset,
             "seed": r.seed,
-            "train_list": str(r.train_list),
+            "train_list": ",".join(str(p) for p in r.train_lists),
             "eval_list": str(r.eval_list),
             "init": str(r.init) if r.init else "",
             "weights_sha256": model.weights_sha256,

@@ -8,6 +8,7 @@ Layout of the output folder:
     eval.list             seen speakers x held-out sentences           (base model evaluation)
     heldout_train.list    held-out speakers x training sentences       (adapter training / enrolment)
     heldout_eval.list     held-out speakers x held-out sentences       (adapter evaluation)
+    train_generated.list  seen speakers x generated sentences, one voice each (GPT text coverage)
     wavs/<voice>/<voice>_<sentence>.wav   32 kHz mono 16-bit
 
 Each clip: engine audio → sox pitch shift (variants only) → leading/trailing silence set to
@@ -22,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -43,6 +45,7 @@ from training.demo.engines import (
     synth_festival_batch,
     synth_one,
 )
+from training.demo.generated import generate_sentences
 from training.demo.sentences import Sentence, load_sentences, split_sentences
 from training.demo.voices import VoiceSpec, check_person_splits, select_voices
 
@@ -60,7 +63,11 @@ SPLITS: dict[str, str] = {
     "eval": "speakers the base model trains on, held-out sentences (never in any training split)",
     "heldout_train": "held-out speakers (never seen by the base model), training sentences: adapter training / enrolment",
     "heldout_eval": "held-out speakers, held-out sentences: adapter and zero-shot evaluation",
+    "train_generated": (
+        "speakers the base model trains on, generated sentences (one voice each): text coverage for the GPT"
+    ),
 }
+GENERATED_SENTENCES = 6000  # the full build's generated English sentences (training/demo/generated.py)
 _PYTHON_PACKAGES = ("numpy", "scipy", "soundfile", "pypinyin")
 
 T = TypeVar("T")
@@ -108,6 +115,7 @@ def build_demo_corpus(
     out_dir: str | Path | None = None,
     *,
     sentences: int | None = None,
+    generated: int | None = None,
     voices: list[str] | None = None,
     extra_voices: bool = False,
     seed: int = DEFAULT_SEED,
@@ -118,8 +126,10 @@ def build_demo_corpus(
 ) -> DemoCorpus:
     """Build (or reuse, when already built with the same options) the demo corpus in `out_dir`.
 
-    `sentences` limits the sentences per language (fast tests); `voices` picks voice ids
-    (see `training.demo.voices`); `extra_voices` allows the RHVoice voices from Debian non-free.
+    `sentences` limits the written sentences per language (fast tests); `generated` is the
+    number of generated English sentences for `train_generated.list` (default
+    `GENERATED_SENTENCES` for a full build, none when `sentences` limits it); `voices` picks voice
+    ids (see `training.demo.voices`); `extra_voices` allows the RHVoice voices from Debian non-free.
     """
     root = Path(out_dir) if out_dir is not None else default_demo_dir()
     chosen = select_voices(voices, extra_voices=extra_voices)
@@ -127,14 +137,25 @@ def build_demo_corpus(
     check_dependencies(chosen)
     if sentences is not None and sentences < 1:
         raise ValueError("--sentences must be at least 1")
+    if generated is None:
+        generated = GENERATED_SENTENCES if sentences is None else 0
+    if generated < 0:
+        raise ValueError("--generated must be at least 0")
 
     langs = sorted({v.lang for v in chosen})
     sentence_sets = {
         lang: split_sentences(load_sentences(lang), seed=seed, eval_fraction=eval_fraction, limit=sentences)
         for lang in langs
     }
+    speakers_of_generated = [v for v in chosen if v.split == "train" and v.lang == "en"]
+    generated_set = (
+        generate_sentences(generated, seed=seed, exclude=load_sentences("en"))
+        if speakers_of_generated
+        else []
+    )
     options = {
         "sentences": sentences,
+        "generated": generated,
         "voices": [v.voice_id for v in chosen],
         "extra_voices": extra_voices,
         "seed": seed,
@@ -155,11 +176,11 @@ def build_demo_corpus(
         for v in chosen
         for is_eval, group in ((False, sentence_sets[v.lang][0]), (True, sentence_sets[v.lang][1]))
         for s in group
-    ]
+    ] + _generated_clips(generated_set, speakers_of_generated, seed)
     n_workers = workers or os.cpu_count() or 2
     with tempfile.TemporaryDirectory(prefix="raw-", dir=root) as tmp:
         raw_dir = Path(tmp)
-        native_rates = _synthesise_raw(chosen, sentence_sets, raw_dir, n_workers, progress)
+        native_rates = _synthesise_raw(clips, raw_dir, n_workers, progress)
         rows = _parallel(
             lambda c: _finish(c, root, raw_dir),
             clips,
@@ -176,7 +197,7 @@ def build_demo_corpus(
         for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
 
-    manifest = _manifest(chosen, rows, sentence_sets, options, software, native_rates)
+    manifest = _manifest(chosen, rows, sentence_sets, generated_set, options, software, native_rates)
     (root / "manifest.json").write_text(
         json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8"
     )
@@ -184,6 +205,19 @@ def build_demo_corpus(
 
 
 # --- steps ------------------------------------------------------------------------------------
+
+
+def _generated_clips(sentences: list[Sentence], voices: list[VoiceSpec], seed: int) -> list[_Clip]:
+    """Each generated sentence spoken by one training voice: every voice once per round, seeded order."""
+    if not voices:
+        return []
+    rng = random.Random(f"tritone-demo-generated-voices:{seed}")
+    clips: list[_Clip] = []
+    for start in range(0, len(sentences), len(voices)):
+        order = sorted(voices, key=lambda v: v.voice_id)
+        rng.shuffle(order)
+        clips.extend(_Clip(v, s, "train_generated") for v, s in zip(order, sentences[start:], strict=False))
+    return clips
 
 
 def _split_of(voice: VoiceSpec, is_eval: bool) -> str:
@@ -251,33 +285,28 @@ def _raw_path(raw_dir: Path, voice: VoiceSpec, sentence: Sentence) -> Path:
     return raw_dir / "engine" / engine_dir / f"{sentence.sentence_id}.wav"
 
 
-def _synthesise_raw(
-    voices: list[VoiceSpec],
-    sentence_sets: dict[str, tuple[list[Sentence], list[Sentence]]],
-    raw_dir: Path,
-    workers: int,
-    progress: bool,
-) -> dict[str, int]:
-    """Run each engine voice once per sentence (pitch variants reuse it); returns native sample rates."""
+def _synthesise_raw(clips: list[_Clip], raw_dir: Path, workers: int, progress: bool) -> dict[str, int]:
+    """Run each engine voice once per sentence it speaks (pitch variants reuse it); returns native rates."""
     bases: dict[tuple[str, str, str], VoiceSpec] = {}
-    for v in voices:
-        bases.setdefault(v.base_key, v)
+    todo: dict[tuple[str, str, str], dict[Path, str]] = {}
+    for c in clips:
+        base = bases.setdefault(c.voice.base_key, c.voice)
+        todo.setdefault(c.voice.base_key, {})[_raw_path(raw_dir, base, c.sentence)] = c.sentence.text
     jobs: list[Callable[[], None]] = []
     # Festival batches are the longest jobs: start them first so they do not trail at the end.
     for base in sorted(bases.values(), key=lambda b: b.engine != "festival"):
-        train, evals = sentence_sets[base.lang]
-        todo = [(s.text, _raw_path(raw_dir, base, s)) for s in train + evals]
+        items = [(text, path) for path, text in todo[base.base_key].items()]
         if base.engine == "festival":
-            for i in range(0, len(todo), FESTIVAL_BATCH):
-                chunk = todo[i : i + FESTIVAL_BATCH]
+            for i in range(0, len(items), FESTIVAL_BATCH):
+                chunk = items[i : i + FESTIVAL_BATCH]
                 jobs.append(functools.partial(synth_festival_batch, base, chunk, scratch=raw_dir))
         else:
-            jobs.extend(functools.partial(synth_one, base, text, path) for text, path in todo)
+            jobs.extend(functools.partial(synth_one, base, text, path) for text, path in items)
     _parallel(lambda job: job(), jobs, workers, desc="demo: synthesis", progress=progress)
     rates: dict[str, int] = {}
-    for v in voices:
-        first = (sentence_sets[v.lang][0] + sentence_sets[v.lang][1])[0]
-        rates[v.voice_id] = int(sf.info(str(_raw_path(raw_dir, v, first))).samplerate)
+    for c in clips:
+        if c.voice.voice_id not in rates:
+            rates[c.voice.voice_id] = int(sf.info(str(_raw_path(raw_dir, c.voice, c.sentence))).samplerate)
     return rates
 
 
@@ -343,6 +372,7 @@ def _manifest(
     voices: list[VoiceSpec],
     rows: list[dict[str, Any]],
     sentence_sets: dict[str, tuple[list[Sentence], list[Sentence]]],
+    generated: list[Sentence],
     options: dict[str, Any],
     software: dict[str, Any],
     native_rates: dict[str, int],
@@ -408,6 +438,11 @@ def _manifest(
         "sentences": {
             lang: {"train": [s.sentence_id for s in tr], "eval": [s.sentence_id for s in ev]}
             for lang, (tr, ev) in sorted(sentence_sets.items())
+        },
+        "generated_sentences": {
+            "lang": "en",
+            "count": len(generated),
+            "source": "training/demo/generated.py",
         },
         "voices": voice_entries,
         "software": software,

@@ -9,13 +9,15 @@
             `--kl-weight 0`)
 4. refine   that base's SoVITS and generator trained on from its bundle for more steps, in
             rounds (each `--init`s the previous round's bundle: a new optimiser, learning-rate
-            schedule and discriminators, the same options); the last round's bundle is the base
-            the voices and `demo/` use
-5. adapters one LoRA adapter per held-out voice from up to 5 minutes of its `heldout_train` clips
+            schedule and discriminators, the same options)
+5. text     the last round's GPT trained on from its bundle with the corpus's generated
+            sentences added (`train_generated.list`), SoVITS and generator kept; this bundle is
+            the base the voices and `demo/` use
+6. adapters one LoRA adapter per held-out voice from up to 5 minutes of its `heldout_train` clips
             (never heard by the base), evaluated and registered at alias `staging`; the first voice
             is the shipped demo voice `public.demo`, others are `demo.<name>`
-6. eval     the full side-by-side evaluation on the voice's held-out sentences (`heldout_eval`)
-7. ship     `<repo>/demo/`: `base/` (bundle), `voice/` (the demo voice's adapter), `consent.json`,
+7. eval     the full side-by-side evaluation on the voice's held-out sentences (`heldout_eval`)
+8. ship     `<repo>/demo/`: `base/` (bundle), `voice/` (the demo voice's adapter), `consent.json`,
             `eval/<name>.json` (checked to be <= 30 MB); `make serve` loads exactly this
 
 The step counts below are the ones the shipped artifacts were trained with; every stage
@@ -51,6 +53,10 @@ SPECTRAL_KL_WEIGHT = 0.0  # the generator only ever sees the prior path, so the 
 # trained in the sittings the CPU allowed, and a fresh run of the recipe should take the same path.
 # Round i starts from round i-1's bundle (round 0 from the spectral stage's) in `refine_run_dir(i)`.
 REFINE_SOVITS_STEPS = (8000, 8000)
+# The GPT trained on from the last refine round's bundle, with the corpus's generated sentences
+# (`train_generated.list`, training/demo/generated.py) next to the written ones: the base's GPT
+# had seen 360 distinct texts and learnt them rather than English (QUALITY.md §4).
+TEXT_GPT_STEPS = 4000
 ADAPTER_STEPS = 600  # 100 -> 300 -> 600 steps: similarity 0.729 -> 0.779 -> 0.793 (QUALITY.md §4)
 TENANT = "demo"
 SHIP_LIMIT_BYTES = 30 * 1024 * 1024
@@ -150,6 +156,21 @@ def _refine_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path, ro
     return args + _common_args(recipe)
 
 
+def _text_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path) -> list[str]:
+    args = [
+        "train", "base",
+        "--train-list", str(corpus / "train.list"),
+        "--train-list", str(corpus / "train_generated.list"),
+        "--eval-list", str(corpus / "eval.list"),
+        "--run-dir", str(run_dir / "text"),
+        "--init", str(base),
+        "--seed", str(recipe.seed),
+        "--gpt-steps", str(TEXT_GPT_STEPS),
+        "--sovits-steps", "0",  # SoVITS and the generator are kept as the refine rounds left them
+    ]  # fmt: skip
+    return args + _common_args(recipe)
+
+
 def _common_args(recipe: DemoRecipe) -> list[str]:
     args: list[str] = []
     if recipe.threads:
@@ -215,6 +236,12 @@ def train_refine(recipe: DemoRecipe, spectral: Path) -> Path:
     for i in range(len(REFINE_SOVITS_STEPS)):
         base = _train_on(_refine_args(recipe, corpus, run_dir, base, i), refine_run_dir(run_dir, i))
     return base
+
+
+def train_text(recipe: DemoRecipe, refined: Path) -> Path:
+    """The last refine round's bundle with its GPT trained on the written + generated sentences."""
+    corpus, run_dir, _ = recipe.paths()
+    return _train_on(_text_args(recipe, corpus, run_dir, refined), run_dir / "text")
 
 
 def demo_consent(voice_id: str, out: Path) -> Path:
@@ -331,20 +358,22 @@ def run_demo(recipe: DemoRecipe, stage: str = "all") -> dict[str, Any]:
     from training.train_base import BASE_DIR
 
     corpus, run_dir, _ = recipe.paths()
-    if not (corpus / "train.list").is_file():
+    if not all((corpus / name).is_file() for name in ("train.list", "train_generated.list")):
         from training.demo import build_demo_corpus
 
         build_demo_corpus(corpus, progress=recipe.progress)
-    # what the voices are trained on and `demo/` ships: the last refine round's bundle
-    base = refine_run_dir(run_dir, len(REFINE_SOVITS_STEPS) - 1) / BASE_DIR
+    refined = refine_run_dir(run_dir, len(REFINE_SOVITS_STEPS) - 1) / BASE_DIR
+    base = run_dir / "text" / BASE_DIR  # what the voices are trained on and `demo/` ships
     result: dict[str, Any] = {}
     if stage in ("all", "base"):
         result["base"] = str(train_base(recipe))
     if stage in ("all", "spectral"):
         result["spectral"] = str(train_spectral(recipe, run_dir / "base" / BASE_DIR))
     if stage in ("all", "refine"):
-        base = train_refine(recipe, run_dir / "spectral" / BASE_DIR)
-        result["refine"] = str(base)
+        refined = train_refine(recipe, run_dir / "spectral" / BASE_DIR)
+        result["refine"] = str(refined)
+    if stage in ("all", "text"):
+        result["text"] = str(train_text(recipe, refined))
     if stage in ("all", "adapters"):
         result["adapters"] = train_adapters(recipe, base)
     if stage in ("all", "eval"):
