@@ -314,7 +314,6 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "train.list").write_text("")
-    (corpus / "train_generated.list").write_text("")
     calls: list[list[str]] = []
     monkeypatch.setattr(recipe_mod.subprocess, "run", lambda cmd, check: calls.append(list(cmd)))
     monkeypatch.setattr(recipe_mod, "REFINE_SOVITS_STEPS", (70, 30, 20))
@@ -343,8 +342,16 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
         assert opt["--sovits-steps"] == steps and opt["--gpt-steps"] == "0"
         assert "--vocoder" not in cmd  # the bundle's own (spectral) generator is trained on
 
-    # the text stage trains the last round's GPT on the written and the generated sentences
+    # the later stages use the last round's bundle
+    monkeypatch.setattr(recipe_mod, "train_adapters", lambda recipe, base: str(base))
+    assert recipe_mod.run_demo(recipe, "adapters") == {"adapters": str(runs / "refine3" / "base")}
+
+    # the optional text stage needs the generated sentences, and says how to build them
     calls.clear()
+    with pytest.raises(FileNotFoundError, match="--generated 6000"):
+        recipe_mod.run_demo(recipe, "text")
+    (corpus / "train_generated.list").write_text("wavs/a/a_g00001.wav|a|en|One.\n")
+    # it trains the last round's GPT on the written and the generated sentences, SoVITS kept
     assert recipe_mod.run_demo(recipe, "text") == {"text": str(runs / "text" / "base")}
     assert [c[c.index("--stage") + 1] for c in calls] == ["encode", "gpt", "sovits", "export", "register"]
     for cmd in calls:
@@ -354,10 +361,14 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
         assert cmd[cmd.index("--run-dir") + 1] == str(runs / "text")
         assert cmd[cmd.index("--gpt-steps") + 1] == str(recipe_mod.TEXT_GPT_STEPS) != "0"
         assert cmd[cmd.index("--sovits-steps") + 1] == "0"
-
-    # the later stages use the text stage's bundle
-    monkeypatch.setattr(recipe_mod, "train_adapters", lambda recipe, base: str(base))
-    assert recipe_mod.run_demo(recipe, "adapters") == {"adapters": str(runs / "text" / "base")}
+    # and is not part of `all`: no stage of `all` touches the text folder
+    calls.clear()
+    monkeypatch.setattr(recipe_mod, "train_base", lambda recipe: runs / "base" / "base")
+    for name in ("evaluate", "ship"):
+        monkeypatch.setattr(recipe_mod, name, lambda recipe, base: str(base))
+    result = recipe_mod.run_demo(recipe, "all")
+    assert "text" not in result and result["ship"] == str(runs / "refine3" / "base")
+    assert not any(str(runs / "text") in cmd for c in calls for cmd in c)
 
     from tritone.cli import main
 

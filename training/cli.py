@@ -38,9 +38,9 @@ def add_commands(subparsers: Any) -> None:
     demo.add_argument(
         "--generated",
         type=int,
-        default=None,
+        default=0,
         metavar="N",
-        help="generated English sentences for train_generated.list (default 6000; 0 with --sentences)",
+        help="generated English sentences for train_generated.list (default 0; the demo's text stage: 6000)",
     )
     demo.add_argument(
         "--voices",
