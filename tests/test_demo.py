@@ -375,3 +375,40 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
     with pytest.raises(SystemExit) as refused:
         main(["train", "demo", "--stage", "refin"])
     assert refused.value.code == 2
+
+
+def test_ablation_uses_the_shipped_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapter ablation trains and evaluates its variants on the base the demo voice uses."""
+    import training.evaluate
+    import training.train_adapter
+    from training.recipes import ablation
+    from training.recipes import demo as recipe_mod
+
+    monkeypatch.setenv("TRITONE_HOME", str(tmp_path))
+    trained: list[tuple[str, Path]] = []
+    evaluated: list[Path] = []
+
+    class Report:
+        def write(self, path: Path) -> None:
+            path.write_text("{}")
+
+        def markdown(self) -> str:
+            return ""
+
+    def fake_train(variant: str, voice_id: str, base: Path, *rest: object) -> None:
+        trained.append((variant, base))
+
+    def fake_evaluate(base: Path, *args: object, **kwargs: object) -> Report:
+        evaluated.append(base)
+        return Report()
+
+    monkeypatch.setattr(ablation, "_train", fake_train)
+    monkeypatch.setattr(ablation, "demo_consent", lambda voice_id, out: out)
+    monkeypatch.setattr(training.train_adapter, "speaker_utterances", lambda *args: [])
+    monkeypatch.setattr(training.evaluate, "evaluate_speaker", fake_evaluate)
+    (tmp_path / "runs" / "demo" / "ablation").mkdir(parents=True)
+    assert ablation.main(["--variants", "gpt", "gpt+mrte+flow"]) == 0
+
+    shipped = recipe_mod.shipped_base_dir(tmp_path / "runs" / "demo")
+    assert shipped == tmp_path / "runs" / "demo" / "refine2" / "base"
+    assert trained == [("gpt", shipped), ("gpt+mrte+flow", shipped)] and evaluated == [shipped]

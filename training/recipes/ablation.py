@@ -3,8 +3,8 @@ and compare them on the same held-out sentences (docs/QUALITY.md, "adapter targe
 
     python -m training.recipes.ablation [--voice flite_rms] [--variants gpt gpt+mrte+flow ...] [--jobs 3]
 
-Each variant is an adapter trained exactly like the demo voice (same clips, steps, seed, rank),
-unregistered, under `<run-dir>/ablation/<variant>`; the report (`ablation.json` / `.md`) has one
+Each variant is an adapter trained exactly like the demo voice (same base, clips, steps, seed,
+rank), unregistered, under `<run-dir>/ablation/<variant>`; the report (`ablation.json` / `.md`) has one
 row per variant next to the speaker's own recordings and the base's zero-shot clone.
 """
 
@@ -17,7 +17,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from training.recipes.demo import ADAPTER_STEPS, DEMO_SEED, DemoRecipe, demo_consent
+from training.recipes.demo import ADAPTER_STEPS, DEMO_SEED, DemoRecipe, demo_consent, shipped_base_dir
 
 VARIANTS = ("gpt", "gpt+mrte+flow", "gpt+mrte+flow+vocoder", "gpt+ref+mrte+flow+vocoder")
 
@@ -42,7 +42,6 @@ def _train(
 def main(argv: list[str] | None = None) -> int:
     from training.evaluate import evaluate_speaker
     from training.train_adapter import speaker_utterances
-    from training.train_base import BASE_DIR
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--voice", default="flite_rms")
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     corpus, run_dir, _ = DemoRecipe().paths()
-    base = run_dir / "base" / BASE_DIR
+    base = shipped_base_dir(run_dir)  # the demo voice's own base, not the first (HiFi-GAN) one
     root = run_dir / "ablation"
     consent = demo_consent(args.voice, root / "consent.json")
     with ThreadPoolExecutor(args.jobs) as pool:

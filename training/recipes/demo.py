@@ -140,6 +140,13 @@ def refine_run_dir(run_dir: Path, round_index: int) -> Path:
     return run_dir / ("refine" if round_index == 0 else f"refine{round_index + 1}")
 
 
+def shipped_base_dir(run_dir: Path) -> Path:
+    """The bundle the voices are trained on and `demo/` ships: the last refine round's."""
+    from training.train_base import BASE_DIR
+
+    return refine_run_dir(run_dir, len(REFINE_SOVITS_STEPS) - 1) / BASE_DIR
+
+
 def _refine_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path, round_index: int) -> list[str]:
     args = [
         "train", "base",
@@ -371,8 +378,7 @@ def run_demo(recipe: DemoRecipe, stage: str = "all") -> dict[str, Any]:
         from training.demo import build_demo_corpus
 
         build_demo_corpus(corpus, progress=recipe.progress)
-    # what the voices are trained on and `demo/` ships: the last refine round's bundle
-    base = refine_run_dir(run_dir, len(REFINE_SOVITS_STEPS) - 1) / BASE_DIR
+    base = shipped_base_dir(run_dir)
     result: dict[str, Any] = {}
     if stage in ("all", "base"):
         result["base"] = str(train_base(recipe))
