@@ -130,7 +130,8 @@ def build_demo_corpus(
 
     `sentences` limits the written sentences per language (fast tests); `generated` is the
     number of generated English sentences for `train_generated.list` (training/demo/generated.py;
-    default none, so the list is empty); `voices` picks voice ids (see `training.demo.voices`); `extra_voices` allows the RHVoice voices from Debian non-free.
+    default none, so the list is empty); `voices` picks voice ids (see `training.demo.voices`);
+    `extra_voices` allows the RHVoice voices from Debian non-free.
     """
     root = Path(out_dir) if out_dir is not None else default_demo_dir()
     chosen = select_voices(voices, extra_voices=extra_voices)

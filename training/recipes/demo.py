@@ -250,12 +250,14 @@ def train_refine(recipe: DemoRecipe, spectral: Path) -> Path:
 
 def train_text(recipe: DemoRecipe, refined: Path) -> Path:
     """The last refine round's bundle with its GPT trained on the written + generated sentences."""
+    from training.demo.build import GENERATED_SENTENCES
+
     corpus, run_dir, _ = recipe.paths()
     generated = corpus / "train_generated.list"
     if not generated.is_file() or not generated.read_text(encoding="utf-8").strip():
         raise FileNotFoundError(
             f"{generated} is missing or empty: build the corpus with generated sentences first "
-            f"(tritone data demo --out {corpus} --generated 6000)"
+            f"(tritone data demo --out {corpus} --generated {GENERATED_SENTENCES})"
         )
     return _train_on(_text_args(recipe, corpus, run_dir, refined), run_dir / "text")
 
