@@ -409,7 +409,7 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         if not (init / "manifest.json").is_file():
             BaseModel.from_upstream(args.init_s1, args.init_s2, args.hubert_dir).save(init)
     recipe = BaseRecipe(
-        train_list=args.train_list if len(args.train_list) > 1 else args.train_list[0],
+        train_list=args.train_list,
         eval_list=args.eval_list,
         run_dir=args.run_dir,
         preset=args.preset,
