@@ -1,5 +1,6 @@
 """The adapter trainer's default target groups are modules the serving runtime's adapter bank
-holds: an adapter outside them registers, then the Triton bank refuses it at the first request."""
+holds: an adapter outside them registers, then the Triton bank refuses it at the first request.
+Every group the trainer offers is one the bank holds."""
 
 from __future__ import annotations
 
@@ -19,3 +20,19 @@ def test_default_adapter_targets_fit_the_serving_bank(preset: str) -> None:
     assert trained, "no target modules"
     assert set(trained) <= served, sorted(set(trained) - served)[:8]
     assert {n.split(".")[0] for n in trained} == {"gpt", "sovits", "vocoder"}
+    # every SoVITS part that carries timbre, the reference encoder included (its `ge` is computed
+    # with the voice's slot when the voice is loaded)
+    assert {n.split(".")[1] for n in trained if n.startswith("sovits.")} == {"ref_enc", "enc_p", "flow"}
+
+
+def test_every_trainable_group_is_served() -> None:
+    from training.train_adapter import TARGET_GROUPS, target_modules
+    from tritone.models.base import BaseModel, BaseModelConfig
+    from tritone.serving import runtime
+    from tritone.serving.runtime_graphs import lora_target_names
+
+    model = BaseModel.random(BaseModelConfig.tiny(), seed=0)
+    served = set(lora_target_names(model, runtime.DEFAULT_TARGETS))
+    for group in TARGET_GROUPS:
+        trained = target_modules(model, [group])
+        assert trained and set(trained) <= served, (group, sorted(set(trained) - served)[:8])

@@ -395,8 +395,20 @@ def test_ablation_uses_the_shipped_base(tmp_path: Path, monkeypatch: pytest.Monk
         def markdown(self) -> str:
             return ""
 
-    def fake_train(variant: str, voice_id: str, base: Path, *rest: object) -> None:
+    folders: list[tuple[str, object, object]] = []
+
+    def fake_train(
+        variant: str,
+        voice_id: str,
+        base: Path,
+        corpus: Path,
+        out: Path,
+        consent: Path,
+        seed: int,
+        *rest: object,
+    ) -> None:
         trained.append((variant, base))
+        folders.append((out.name, *rest))
 
     def fake_evaluate(base: Path, *args: object, **kwargs: object) -> Report:
         evaluated.append(base)
@@ -412,3 +424,12 @@ def test_ablation_uses_the_shipped_base(tmp_path: Path, monkeypatch: pytest.Monk
     shipped = recipe_mod.shipped_base_dir(tmp_path / "runs" / "demo")
     assert shipped == tmp_path / "runs" / "demo" / "refine2" / "base"
     assert trained == [("gpt", shipped), ("gpt+mrte+flow", shipped)] and evaluated == [shipped]
+    assert [f[0] for f in folders] == ["gpt", "gpt+mrte+flow"]
+
+    # other settings train into their own folders and report under the given name
+    folders.clear()
+    assert ablation.main(["--variants", "gpt", "--steps", "1200", "--lr", "0.002", "--report", "steps"]) == 0
+    assert folders == [("gpt-1200steps-lr0.002", 1200, 0.002)]
+    assert (tmp_path / "runs" / "demo" / "ablation" / "steps.json").is_file()
+    with pytest.raises(SystemExit):
+        ablation.main(["--report", "../outside"])

@@ -380,6 +380,24 @@ def test_slot_changes_show_through_without_rebinding(
 # --------------------------------------------------------------------------------------------
 
 
+def test_reference_encoder_adapter_shapes_the_voice_embedding(
+    runtime: Runtime, model: BaseModel, references: dict[int, BaseModel]
+) -> None:
+    """The bank holds the reference encoder: one reference spectrogram through every slot gives
+    each adapter's own `ge` (the merged model's), so a voice's timbre embedding is its adapter's."""
+    assert any(n.startswith("sovits.ref_enc.") for n in runtime.targets)
+    ref = voice(model, 0).refer_spec.numpy()
+    slots = np.array([0, 1, 2, 3])
+    spec = np.repeat(ref[None], len(slots), axis=0)
+    ge = runtime.ref_embedding(spec, np.full(len(slots), ref.shape[1]), slots)
+    for b, slot in enumerate(slots):
+        want = Pipeline(references[int(slot)]).reference_embedding(voice(model, 0))[0].numpy()
+        scale = max(1.0, float(np.abs(want).max()))  # random factors blow ge up to ~1e2
+        assert np.abs(ge[b] - want).max() < 1e-4 * scale, f"slot {slot}: ge differs from the merged model's"
+    assert np.abs(ge[1] - ge[0]).max() > 1e-3  # the adapter moved the embedding
+    assert np.abs(ge[3] - ge[0]).max() < 1e-6  # slot 3 adapts only the GPT
+
+
 def test_adapter_with_a_target_the_bank_lacks_is_refused(model: BaseModel) -> None:
     rt = TorchRuntime(model, targets=[r"gpt\.layers\.\d+\.linear1"], bank_size=3, max_rank=2)
     assert rt.targets == ("gpt.layers.0.linear1", "gpt.layers.1.linear1")

@@ -19,10 +19,9 @@
 
 Target groups (`--targets`): `gpt` (attention in/out projections and FFN of every layer), `ref`
 (reference encoder), `mrte` (the timbre cross-attention block), `flow` (the `ge` conditioning of
-every coupling layer), `vocoder` (the generator's input conv and its `ge` conditioning). `gpt`,
-`mrte`, `flow` and `vocoder` are exactly the serving runtime's targets
-(`tritone.serving.runtime.DEFAULT_TARGETS`), so an adapter trained with them can be loaded into the
-Triton adapter bank; `ref` is not served (its adapters work in the offline pipeline only).
+every coupling layer), `vocoder` (the generator's input conv and its `ge` conditioning). They are
+exactly the serving runtime's targets (`tritone.serving.runtime.DEFAULT_TARGETS`), so an adapter
+trained with any of them can be loaded into the Triton adapter bank; the default trains all five.
 """
 
 from __future__ import annotations
@@ -52,19 +51,19 @@ from training.tracking import Tracker
 from tritone.audio.features import SpectrogramConfig
 from tritone.lora import LoRAWeights
 from tritone.models.base import BaseModel
-from tritone.serving.runtime import FLOW_TARGETS, GPT_TARGETS, SOVITS_TARGETS, VOCODER_TARGETS
+from tritone.serving.runtime import FLOW_TARGETS, GPT_TARGETS, REF_TARGETS, SOVITS_TARGETS, VOCODER_TARGETS
 from tritone.voice import VoicePrompt
 
 # The served groups are the serving runtime's own patterns: an adapter the Triton bank cannot
 # hold would register fine and then be refused at the first request.
 TARGET_GROUPS: dict[str, str] = {
     "gpt": GPT_TARGETS,
-    "ref": r"sovits\.ref_enc\.(spectral\.\d+|temporal\.\d+\.conv|slf_attn\.(w_qs|w_ks|w_vs|fc)|fc)",
+    "ref": REF_TARGETS,
     "mrte": SOVITS_TARGETS,
     "flow": FLOW_TARGETS,
     "vocoder": VOCODER_TARGETS,
 }
-DEFAULT_TARGETS = ("gpt", "mrte", "flow", "vocoder")
+DEFAULT_TARGETS = ("gpt", "ref", "mrte", "flow", "vocoder")
 
 
 @dataclass

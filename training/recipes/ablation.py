@@ -2,28 +2,41 @@
 and compare them on the same held-out sentences (docs/QUALITY.md, "adapter targets").
 
     python -m training.recipes.ablation [--voice flite_rms] [--variants gpt gpt+mrte+flow ...] [--jobs 3]
+                                        [--steps N] [--lr X] [--report NAME]
 
 Each variant is an adapter trained exactly like the demo voice (same base, clips, steps, seed,
-rank), unregistered, under `<run-dir>/ablation/<variant>`; the report (`ablation.json` / `.md`) has one
-row per variant next to the speaker's own recordings and the base's zero-shot clone.
+rank), unregistered, under `<run-dir>/ablation/<variant>`; the report (`<report>.json` / `.md`,
+default `ablation`) has one row per variant next to the speaker's own recordings and the base's
+zero-shot clone. `--steps` / `--lr` train every variant with other settings than the demo voice's,
+under `<variant>-<steps>steps-lr<lr>`, so runs with different settings never share a folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from training.recipes.demo import ADAPTER_STEPS, DEMO_SEED, DemoRecipe, demo_consent, shipped_base_dir
+from training.train_adapter import AdapterTrainConfig
 
 VARIANTS = ("gpt", "gpt+mrte+flow", "gpt+mrte+flow+vocoder", "gpt+ref+mrte+flow+vocoder")
 
 
 def _train(
-    variant: str, voice_id: str, base: Path, corpus: Path, out: Path, consent: Path, seed: int
+    variant: str,
+    voice_id: str,
+    base: Path,
+    corpus: Path,
+    out: Path,
+    consent: Path,
+    seed: int,
+    steps: int = ADAPTER_STEPS,
+    lr: float = AdapterTrainConfig.lr,
 ) -> None:
     if (out / "manifest.json").is_file():
         return
@@ -32,7 +45,7 @@ def _train(
         "--voice", "ablation", "--tenant", "ablation", "--base", str(base),
         "--audio", str(corpus / "heldout_train.list"), "--speaker", voice_id,
         "--consent", str(consent), "--out", str(out), "--targets", variant.replace("+", ","),
-        "--steps", str(ADAPTER_STEPS), "--seed", str(seed), "--threads", "1",
+        "--steps", str(steps), "--lr", str(lr), "--seed", str(seed), "--threads", "1",
         "--eval-list", str(corpus / "heldout_eval.list"), "--eval-sentences", "1",
         "--no-register", "--no-progress",
     ]  # fmt: skip
@@ -49,7 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentences", type=int, default=10)
     p.add_argument("--jobs", type=int, default=3, help="adapters trained at once")
     p.add_argument("--seed", type=int, default=DEMO_SEED)
+    p.add_argument(
+        "--steps", type=int, default=ADAPTER_STEPS, help="adapter steps (default: the demo voice's)"
+    )
+    p.add_argument("--lr", type=float, default=AdapterTrainConfig.lr, help="adapter learning rate")
+    p.add_argument("--report", default="ablation", help="report file name under <run-dir>/ablation")
     args = p.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.report):
+        p.error("--report must be a plain file name (letters, digits, '_', '.', '-')")
+    suffix = (
+        ""
+        if (args.steps, args.lr) == (ADAPTER_STEPS, AdapterTrainConfig.lr)
+        else f"-{args.steps}steps-lr{args.lr:g}"
+    )
 
     corpus, run_dir, _ = DemoRecipe().paths()
     base = shipped_base_dir(run_dir)  # the demo voice's own base, not the first (HiFi-GAN) one
@@ -57,7 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     consent = demo_consent(args.voice, root / "consent.json")
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [
-            pool.submit(_train, v, args.voice, base, corpus, root / v, consent, args.seed)
+            pool.submit(
+                _train,
+                v,
+                args.voice,
+                base,
+                corpus,
+                root / f"{v}{suffix}",
+                consent,
+                args.seed,
+                args.steps,
+                args.lr,
+            )
             for v in args.variants
         ]
         for f in futures:
@@ -68,14 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         base,
         sentences,
         enrol,
-        adapters=[(f"adapter [{v}]", root / v) for v in args.variants],
+        adapters=[(f"adapter [{v}{suffix}]", root / f"{v}{suffix}") for v in args.variants],
         seed=args.seed,
         command="python -m training.recipes.ablation " + " ".join(argv or sys.argv[1:]),
     )
-    report.write(root / "ablation.json")
-    (root / "ablation.md").write_text(report.markdown() + "\n")
+    report.write(root / f"{args.report}.json")
+    (root / f"{args.report}.md").write_text(report.markdown() + "\n")
     print(report.markdown())
-    print(json.dumps({"report": str(root / "ablation.json")}))
+    print(json.dumps({"report": str(root / f"{args.report}.json")}))
     return 0
 
 

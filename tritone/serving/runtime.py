@@ -48,14 +48,16 @@ if TYPE_CHECKING:
 
 # The LoRA targets the whole project serves: regular expressions over the base bundle's module
 # names (`BaseModel.named_modules()`, e.g. `gpt.layers.0.self_attn.in_proj`), each matched in
-# full. GPT: every attention and FFN projection. SoVITS: the modules that carry timbre (MRTE, which
-# mixes the reference embedding into the content, and the flow's ge conditioning). Vocoder: its
-# input conv and its ge conditioning. Adapters may target any subset.
+# full. GPT: every attention and FFN projection. SoVITS: the modules that carry timbre (the
+# reference encoder that turns the voice's reference clip into ge, MRTE, which mixes the reference
+# embedding into the content, and the flow's ge conditioning). Vocoder: its input conv and its ge
+# conditioning. Adapters may target any subset.
 GPT_TARGETS = r"gpt\.layers\.\d+\.(self_attn\.in_proj|self_attn\.out_proj|linear1|linear2)"
+REF_TARGETS = r"sovits\.ref_enc\.(spectral\.\d+|temporal\.\d+\.conv|slf_attn\.(w_qs|w_ks|w_vs|fc)|fc)"
 SOVITS_TARGETS = r"sovits\.enc_p\.mrte\.(c_pre|text_pre|c_post|cross_attention\.conv_[qkvo])"
 FLOW_TARGETS = r"sovits\.flow\.flows\.\d+\.enc\.cond_layer"
 VOCODER_TARGETS = r"vocoder\.(conv_pre|cond)"
-DEFAULT_TARGETS: tuple[str, ...] = (GPT_TARGETS, SOVITS_TARGETS, FLOW_TARGETS, VOCODER_TARGETS)
+DEFAULT_TARGETS: tuple[str, ...] = (GPT_TARGETS, REF_TARGETS, SOVITS_TARGETS, FLOW_TARGETS, VOCODER_TARGETS)
 
 
 class AdapterRefused(LoRAError):
