@@ -36,3 +36,21 @@ def test_every_trainable_group_is_served() -> None:
     for group in TARGET_GROUPS:
         trained = target_modules(model, [group])
         assert trained and set(trained) <= served, (group, sorted(set(trained) - served)[:8])
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo"])
+def test_served_patterns_name_only_layers_that_take_a_lora(preset: str) -> None:
+    """Tools that build adapters straight from the patterns (random voices in tests, load
+    tests) must not meet an activation or a norm among the matches."""
+    from torch import nn
+
+    from tritone.lora import match_modules
+    from tritone.models.base import BaseModel, BaseModelConfig
+    from tritone.serving import runtime
+
+    model = BaseModel.random(getattr(BaseModelConfig, preset)(), seed=0)
+    for pattern in runtime.DEFAULT_TARGETS:
+        names = match_modules(model, pattern)
+        assert names, pattern
+        others = [n for n in names if not isinstance(model.get_submodule(n), nn.Linear | nn.Conv1d)]
+        assert not others, (pattern, others[:4])
