@@ -166,15 +166,22 @@ def test_a_spectral_base_saves_loads_and_old_bundles_stay_hifigan(tmp_path: Path
 
 def test_the_spectral_generator_exports_with_adapters_and_passes_the_tensorrt_check(tmp_path: Path) -> None:
     """The served form: the vocoder graph exports to ONNX (no istft operator), matches PyTorch
-    with LoRA adapters in several bank slots (conv_pre and the ge conditioning are the targets,
-    as for the HiFi-GAN generator), and uses only operators TensorRT's parser supports."""
+    with LoRA adapters in several bank slots (conv_pre and the ge conditioning, as for the
+    HiFi-GAN generator, plus the body that shapes the spectrum: every ConvNeXt block's pointwise
+    layers and the head), and uses only operators TensorRT's parser supports."""
     from build.export import export_graphs
     from build.trt_ops import check_file
 
     model = BaseModel.random(BaseModelConfig.preset("tiny-spectral"))
     manifest = export_graphs(model, tmp_path, bank_size=4, max_rank=4, graphs=("vocoder",))
     entry = manifest["graphs"]["vocoder"]
-    assert sorted(entry["bank_modules"]) == ["vocoder.cond", "vocoder.conv_pre"]
+    c = model.config.vocoder
+    assert isinstance(c, SpectralVocoderConfig)
+    body = [f"vocoder.{part}.{i}.pwconv{k}" for part, n in (("pre", c.pre_blocks), ("post", c.post_blocks))
+            for i in range(n) for k in (1, 2)]  # fmt: skip
+    assert sorted(entry["bank_modules"]) == sorted(
+        ["vocoder.cond", "vocoder.conv_pre", "vocoder.head", *body]
+    )
     assert entry["parity"]["ok"], entry["parity"]
     assert len(set(entry["parity"]["slots"]) - {0}) >= 2
     assert check_file(tmp_path / "vocoder.onnx") == []

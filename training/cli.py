@@ -348,7 +348,11 @@ def add_train_commands(subparsers: Any) -> None:
     adapter.add_argument("--rank", type=int, default=None)
     adapter.add_argument("--alpha", type=float, default=None)
     adapter.add_argument("--lr", type=float, default=None)
-    adapter.add_argument("--targets", default=None, help="comma-separated groups: gpt,ref,mrte,flow,vocoder")
+    adapter.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated groups (default: all): gpt,ref,mrte,flow,vocoder,vocoder_body",
+    )
     adapter.add_argument(
         "--max-minutes", type=float, default=None, help="use at most this much audio (default 5)"
     )

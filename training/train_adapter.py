@@ -19,9 +19,11 @@
 
 Target groups (`--targets`): `gpt` (attention in/out projections and FFN of every layer), `ref`
 (reference encoder), `mrte` (the timbre cross-attention block), `flow` (the `ge` conditioning of
-every coupling layer), `vocoder` (the generator's input conv and its `ge` conditioning). They are
-exactly the serving runtime's targets (`tritone.serving.runtime.DEFAULT_TARGETS`), so an adapter
-trained with any of them can be loaded into the Triton adapter bank; the default trains all five.
+every coupling layer), `vocoder` (the generator's input conv and its `ge` conditioning),
+`vocoder_body` (the spectral generator's ConvNeXt pointwise layers and its spectrum head; nothing
+in a HiFi-GAN generator). They are exactly the serving runtime's targets
+(`tritone.serving.runtime.DEFAULT_TARGETS`), so an adapter trained with any of them can be loaded
+into the Triton adapter bank; the default trains all six.
 """
 
 from __future__ import annotations
@@ -51,7 +53,14 @@ from training.tracking import Tracker
 from tritone.audio.features import SpectrogramConfig
 from tritone.lora import LoRAWeights
 from tritone.models.base import BaseModel
-from tritone.serving.runtime import FLOW_TARGETS, GPT_TARGETS, REF_TARGETS, SOVITS_TARGETS, VOCODER_TARGETS
+from tritone.serving.runtime import (
+    FLOW_TARGETS,
+    GPT_TARGETS,
+    REF_TARGETS,
+    SOVITS_TARGETS,
+    VOCODER_BODY_TARGETS,
+    VOCODER_TARGETS,
+)
 from tritone.voice import VoicePrompt
 
 # The served groups are the serving runtime's own patterns: an adapter the Triton bank cannot
@@ -62,8 +71,9 @@ TARGET_GROUPS: dict[str, str] = {
     "mrte": SOVITS_TARGETS,
     "flow": FLOW_TARGETS,
     "vocoder": VOCODER_TARGETS,
+    "vocoder_body": VOCODER_BODY_TARGETS,
 }
-DEFAULT_TARGETS = ("gpt", "ref", "mrte", "flow", "vocoder")
+DEFAULT_TARGETS = ("gpt", "ref", "mrte", "flow", "vocoder", "vocoder_body")
 
 
 @dataclass

@@ -51,15 +51,25 @@ if TYPE_CHECKING:
 # full. GPT: every attention and FFN projection. SoVITS: the modules that carry timbre (the
 # reference encoder that turns the voice's reference clip into ge, MRTE, which mixes the reference
 # embedding into the content, and the flow's ge conditioning). Vocoder: its input conv and its ge
-# conditioning. Each pattern names only Linear / Conv1d layers (the reference encoder's
-# `spectral` block is Linear, Mish, Dropout twice over: its Linears are 0 and 3). Adapters may
-# target any subset.
+# conditioning; in the spectral generator also its body, the ConvNeXt blocks' pointwise layers
+# and the head that writes the magnitude and phase spectra, which is where the spectral envelope
+# of the voice is made (the pattern matches nothing in a HiFi-GAN generator). Each pattern names
+# only Linear / Conv1d layers (the reference encoder's `spectral` block is Linear, Mish, Dropout
+# twice over: its Linears are 0 and 3). Adapters may target any subset.
 GPT_TARGETS = r"gpt\.layers\.\d+\.(self_attn\.in_proj|self_attn\.out_proj|linear1|linear2)"
 REF_TARGETS = r"sovits\.ref_enc\.(spectral\.[03]|temporal\.\d+\.conv|slf_attn\.(w_qs|w_ks|w_vs|fc)|fc)"
 SOVITS_TARGETS = r"sovits\.enc_p\.mrte\.(c_pre|text_pre|c_post|cross_attention\.conv_[qkvo])"
 FLOW_TARGETS = r"sovits\.flow\.flows\.\d+\.enc\.cond_layer"
 VOCODER_TARGETS = r"vocoder\.(conv_pre|cond)"
-DEFAULT_TARGETS: tuple[str, ...] = (GPT_TARGETS, REF_TARGETS, SOVITS_TARGETS, FLOW_TARGETS, VOCODER_TARGETS)
+VOCODER_BODY_TARGETS = r"vocoder\.((pre|post)\.\d+\.pwconv[12]|head)"
+DEFAULT_TARGETS: tuple[str, ...] = (
+    GPT_TARGETS,
+    REF_TARGETS,
+    SOVITS_TARGETS,
+    FLOW_TARGETS,
+    VOCODER_TARGETS,
+    VOCODER_BODY_TARGETS,
+)
 
 
 class AdapterRefused(LoRAError):
