@@ -56,3 +56,15 @@ def test_served_patterns_name_only_layers_that_take_a_lora(preset: str) -> None:
         assert names, pattern
         others = [n for n in names if not isinstance(model.get_submodule(n), nn.Linear | nn.Conv1d)]
         assert not others, (pattern, others[:4])
+
+
+def test_groups_a_base_lacks_are_a_clear_error() -> None:
+    from training.train_adapter import target_modules
+    from tritone.models.base import BaseModel, BaseModelConfig
+
+    hifigan = BaseModel.random(BaseModelConfig.tiny(), seed=0)
+    with pytest.raises(ValueError, match="vocoder_body exists only in a spectral generator"):
+        target_modules(hifigan, ["vocoder_body"])
+    with pytest.raises(ValueError, match="unknown target groups"):
+        target_modules(hifigan, ["timbre"])
+    assert target_modules(hifigan, ["vocoder", "vocoder_body"]) == ["vocoder.conv_pre", "vocoder.cond"]

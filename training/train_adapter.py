@@ -118,6 +118,11 @@ def target_modules(model: nn.Module, groups: Sequence[str]) -> list[str]:
         plain_conv = type(module) is nn.Conv1d and module.dilation == (1,) and module.groups == 1
         if type(module) is nn.Linear or plain_conv:
             names.append(name)
+    if not names:
+        raise ValueError(
+            f"the target groups {list(groups)} match no Linear / Conv1d of this base "
+            "(vocoder_body exists only in a spectral generator)"
+        )
     return names
 
 

@@ -24,7 +24,13 @@ from pathlib import Path
 from training.recipes.demo import ADAPTER_STEPS, DEMO_SEED, DemoRecipe, demo_consent, shipped_base_dir
 from training.train_adapter import AdapterTrainConfig
 
-VARIANTS = ("gpt", "gpt+mrte+flow", "gpt+mrte+flow+vocoder", "gpt+ref+mrte+flow+vocoder")
+VARIANTS = (
+    "gpt",
+    "gpt+mrte+flow",
+    "gpt+mrte+flow+vocoder",
+    "gpt+ref+mrte+flow+vocoder",
+    "gpt+ref+mrte+flow+vocoder+vocoder_body",
+)
 
 
 def _train(
