@@ -193,22 +193,14 @@ def test_the_generator_body_adapter_serves_each_row_its_own_spectrum() -> None:
     channels-last [B, T, D] activations, and each row must still read its own slot."""
     import copy
 
-    from tritone.lora import LoRAWeights, match_modules, merge_into_module
+    from adapters.synthetic import random_lora
+    from tritone.lora import merge_into_module
     from tritone.serving.runtime import VOCODER_BODY_TARGETS
     from tritone.serving.runtime_torch import TorchRuntime
 
     model = BaseModel.random(BaseModelConfig.preset("tiny-spectral"), seed=3).eval()
-    names = match_modules(model, VOCODER_BODY_TARGETS)
+    adapters = {slot: random_lora(model, VOCODER_BODY_TARGETS, 4, seed=slot, scale=0.2) for slot in (1, 2)}
     g = torch.Generator().manual_seed(5)
-    adapters = {}
-    for slot in (1, 2):
-        lora = {}
-        for n in names:
-            w = model.get_submodule(n).weight
-            a = torch.randn(4, *w.shape[1:], generator=g) * 0.2
-            b = torch.randn(w.shape[0], 4, *([1] if w.dim() == 3 else []), generator=g) * 0.2
-            lora[n] = LoRAWeights(a, b, alpha=8.0)
-        adapters[slot] = lora
     rt = TorchRuntime(model, bank_size=3, max_rank=4)
     for slot, lora in adapters.items():
         rt.load_slot(slot, lora)
