@@ -316,7 +316,7 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
     (corpus / "train.list").write_text("")
     calls: list[list[str]] = []
     monkeypatch.setattr(recipe_mod.subprocess, "run", lambda cmd, check: calls.append(list(cmd)))
-    monkeypatch.setattr(recipe_mod, "REFINE_SOVITS_STEPS", (70, 30, 20))
+    monkeypatch.setattr(recipe_mod, "REFINE_ROUNDS", ((70, 0.0), (30, 0.0), (20, 45.0)))
     recipe = recipe_mod.DemoRecipe(
         corpus=corpus, run_dir=tmp_path / "runs", out=tmp_path / "out", progress=False
     )
@@ -326,10 +326,10 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
     assert result == {"refine": str(runs / "refine3" / "base")}
     stages = [c[c.index("--stage") + 1] for c in calls]
     assert stages == ["encode", "gpt", "sovits", "export", "register"] * 3
-    expected = [  # (init, run dir, SoVITS steps) of each round
-        (runs / "spectral" / "base", runs / "refine", "70"),
-        (runs / "refine" / "base", runs / "refine2", "30"),
-        (runs / "refine2" / "base", runs / "refine3", "20"),
+    expected = [  # (init, run dir, SoVITS steps, magnitude loss weight or None) of each round
+        (runs / "spectral" / "base", runs / "refine", "70", None),
+        (runs / "refine" / "base", runs / "refine2", "30", None),
+        (runs / "refine2" / "base", runs / "refine3", "20", "45.0"),
     ]
     for i, cmd in enumerate(calls):
         assert cmd[3:5] == ["train", "base"]  # after `python -m tritone.cli`
@@ -337,9 +337,12 @@ def test_demo_recipe_refines_the_spectral_bundle(tmp_path: Path, monkeypatch: py
             name: cmd[cmd.index(name) + 1]
             for name in ("--init", "--run-dir", "--sovits-steps", "--gpt-steps")
         }
-        init, run_dir, steps = expected[i // 5]
+        init, run_dir, steps, magnitude = expected[i // 5]
         assert (opt["--init"], opt["--run-dir"]) == (str(init), str(run_dir))
         assert opt["--sovits-steps"] == steps and opt["--gpt-steps"] == "0"
+        assert (
+            cmd[cmd.index("--magnitude-weight") + 1] if "--magnitude-weight" in cmd else None
+        ) == magnitude
         assert "--vocoder" not in cmd  # the bundle's own (spectral) generator is trained on
 
     # the later stages use the last round's bundle

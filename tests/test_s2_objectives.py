@@ -1,15 +1,18 @@
-"""The optional SoVITS generator objectives: the multi-resolution STFT loss and vocoding the
-posterior's mean (`S2TrainConfig.stft_weight`, `posterior_mean_steps`)."""
+"""The optional SoVITS generator objectives: the multi-resolution STFT loss, the spectral
+generator's direct magnitude loss and vocoding the posterior's mean (`S2TrainConfig.stft_weight`,
+`posterior_mean_steps`)."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from tests.test_sovits import _train_batch, make_tiny
-from training.losses import StftLoss
+from training.losses import StftLoss, spectrum_magnitude_loss
 from training.train_sovits import S2Batch, S2Generator, slice_segments
+from tritone.models.spectral_vocoder import SpectralVocoder, SpectralVocoderConfig
 from tritone.models.vocoder import Vocoder, VocoderConfig
 
 SR = 32_000
@@ -48,6 +51,48 @@ def test_stft_loss_gradient_pulls_audio_towards_the_target() -> None:
     assert min(by_pitch, key=by_pitch.__getitem__) == 150.0, by_pitch
 
 
+def _stft(y: torch.Tensor, n_fft: int = 1280, hop: int = 320) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real, imag) of y [1, samples] on centred Hann frames: what a perfect spectral head writes."""
+    x = torch.stft(y, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True)
+    return x.real, x.imag
+
+
+def test_spectrum_magnitude_loss_scores_the_head_not_the_phase() -> None:
+    y = _voiced(150.0)
+    real, imag = _stft(y)
+    exact = float(spectrum_magnitude_loss(real, imag, y, 1280, 320))
+    # phases play no part: the target's magnitudes with random phases score as the target does
+    phase = torch.rand(real.shape, generator=torch.Generator().manual_seed(0)) * 2 * math.pi
+    magnitude = torch.sqrt(real.square() + imag.square())
+    scrambled = float(
+        spectrum_magnitude_loss(magnitude * torch.cos(phase), magnitude * torch.sin(phase), y, 1280, 320)
+    )
+    assert exact < 0.02 and abs(scrambled - exact) < 1e-4, (exact, scrambled)
+    # magnitude errors rank as for the STFT loss: level < a small pitch error < a larger one
+    gain, shift3, shift10 = (
+        float(spectrum_magnitude_loss(*_stft(a), y, 1280, 320))
+        for a in (0.8 * y, _voiced(154.5), _voiced(165.0))
+    )
+    assert exact < gain < shift3 < shift10, (exact, gain, shift3, shift10)
+
+
+def test_spectrum_magnitude_loss_gradient_shapes_a_flat_head_into_the_target() -> None:
+    """Descending the loss moves a head that writes a flat spectrum (|X| = 1 everywhere, about
+    where an untrained one starts) onto the target's harmonics and their silence between."""
+    y = _voiced(150.0)
+    target_real, _ = _stft(y)
+    log_mag = torch.zeros(target_real.shape, requires_grad=True)
+    opt = torch.optim.Adam([log_mag], lr=0.5)
+    first = None
+    for _ in range(60):
+        opt.zero_grad()
+        loss = spectrum_magnitude_loss(torch.exp(log_mag), torch.zeros_like(log_mag), y, 1280, 320)
+        first = float(loss) if first is None else first
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.3 * first, (first, float(loss))
+
+
 def _generator() -> tuple[S2Generator, S2Batch]:
     sovits = make_tiny().train()
     vocoder = Vocoder(VocoderConfig.tiny())
@@ -61,10 +106,28 @@ def test_the_generator_vocodes_the_posterior_mean_when_asked() -> None:
     seen: list[torch.Tensor] = []
     gen.vocoder.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
     with torch.no_grad():
-        out, _ = gen(batch, posterior_mean=True)
+        out, _, _ = gen(batch, posterior_mean=True)
         seg = out.z_slice.shape[2]
         torch.testing.assert_close(seen[-1], slice_segments(out.m_q, out.ids_slice, seg))
         # the sample differs from the mean by the posterior's noise, which the mean path leaves out
         assert (out.z_slice - seen[-1]).abs().mean() > 0.1
-        out, _ = gen(batch)  # the default stays upstream's: the posterior sample
+        out, _, _ = gen(batch)  # the default stays upstream's: the posterior sample
         torch.testing.assert_close(seen[-1], out.z_slice)
+
+
+def test_the_generator_hands_over_the_spectral_generators_spectrum_when_asked() -> None:
+    """`with_spectrum` (the magnitude loss's input): the spectrum whose inverse STFT is the audio
+    returned; a HiFi-GAN generator writes none, and asking for it is a clear error."""
+    gen, batch = _generator()
+    with torch.no_grad():
+        assert gen(batch)[2] is None
+        with pytest.raises(ValueError, match="spectral generator"):
+            gen(batch, with_spectrum=True)
+        spectral = SpectralVocoder(SpectralVocoderConfig(in_channels=8, channels=16, gin_channels=32))
+        gen = S2Generator(gen.sovits, spectral)
+        torch.manual_seed(0)
+        _, audio, spectrum = gen(batch, prior_noise=0.5, with_spectrum=True)
+        assert spectrum is not None and spectrum[0].shape[1] == 641
+        torch.testing.assert_close(audio, spectral.istft(*spectrum))
+        torch.manual_seed(0)  # the same prior sample and slice: the same audio as without the spectrum
+        torch.testing.assert_close(gen(batch, prior_noise=0.5)[1], audio)

@@ -309,6 +309,13 @@ def test_stft_loss_and_posterior_mean_options_reach_the_sovits_trainer(env: Env,
     BaseTrainer(recipe).run("sovits")
     stft = _history(env.uri, "tritone-train-sovits", "loss_stft")
     assert len(stft) == 2 and all(v > 0 for v in stft), stft
+    # the magnitude loss needs a spectrum to score: a HiFi-GAN base is refused before any step
+    recipe.run_dir = env.root / "magnitude"
+    (recipe.run_dir / "ssl").mkdir(parents=True)
+    shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
+    recipe.sovits.magnitude_weight = 1.0
+    with pytest.raises(ValueError, match="--vocoder spectral"):
+        BaseTrainer(recipe).run("sovits")
 
 
 def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path) -> None:
@@ -321,18 +328,20 @@ def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path
     out = tmp_path / "probe"
     common = ["--corpus", str(env.corpus), "--out", str(out), "--preset", "tiny", "--max-steps", "3"]
     common += ["--voices", "1", "--per-voice", "1"]
-    assert decoder_probe.main([*common, "--variants", "sample", "mean+stft", "mean+spec"]) == 0
+    trained = ("sample", "mean+stft", "mean+spec", "mean+spec+mag")
+    assert decoder_probe.main([*common, "--variants", *trained]) == 0
     report = json.loads((out / "probe.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["recordings", decoder_probe.RANDOM_PHASE_ROW, "sample", "mean+stft", "mean+spec"]
+    assert list(rows) == ["recordings", decoder_probe.RANDOM_PHASE_ROW, *trained]
     assert len(report["sentences"]) == 1
     assert rows["recordings"]["mel_l1"] == 0.0 and rows["recordings"]["periodicity"] > 0.5
     # the recordings' magnitudes survive the scrambled phases better than 3 steps of training make them
     scrambled = rows[decoder_probe.RANDOM_PHASE_ROW]["mel_l1"]
-    assert 0.0 < scrambled < min(rows[name]["mel_l1"] for name in ("sample", "mean+stft", "mean+spec"))
-    spectral = torch.load(out / "mean+spec" / decoder_probe.PROBE_FILE)["voc"]
-    assert spectral["head.weight"].shape[0] == 2 * 641  # the spectral generator's head, not HiFi-GAN's
-    for name in ("sample", "mean+stft", "mean+spec"):
+    assert 0.0 < scrambled < min(rows[name]["mel_l1"] for name in trained)
+    for name in ("mean+spec", "mean+spec+mag"):
+        spectral = torch.load(out / name / decoder_probe.PROBE_FILE)["voc"]
+        assert spectral["head.weight"].shape[0] == 2 * 641  # the spectral generator's head, not HiFi-GAN's
+    for name in trained:
         assert rows[name]["steps"] == 3 and rows[name]["mel_l1"] > 0.1, rows[name]
         assert 0.0 <= rows[name]["periodicity"] <= 1.1 and rows[name]["wer"] >= 0.0
     # a source-filter variant: scored with its head's pitch and, as a second row, the true pitch
@@ -368,11 +377,14 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, b
     recipe.init, recipe.vocoder = base_dir, "spectral"
     recipe.gpt.steps = 0
     recipe.sovits.steps, recipe.sovits.gan_start, recipe.sovits.prior_start = 8, 4, 0
+    recipe.sovits.magnitude_weight = 45.0  # --magnitude-weight: the spectrum is scored directly
     trainer = BaseTrainer(recipe)
     for stage in ("gpt", "sovits", "export"):
         trainer.run(stage)
     mel = _history(env.uri, "tritone-train-sovits", "loss_mel")
     assert len(mel) == 2 and mel[-1] < mel[0]
+    magnitude = _history(env.uri, "tritone-train-sovits", "loss_magnitude")
+    assert len(magnitude) == 2 and 0 < magnitude[-1] < magnitude[0], magnitude
 
     base, spectral = BaseModel.load(base_dir), BaseModel.load(recipe.run_dir / "base")
     assert base.config.vocoder.kind == "hifigan" and spectral.config.vocoder.kind == "spectral"

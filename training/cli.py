@@ -290,6 +290,12 @@ def add_train_commands(subparsers: Any) -> None:
         help="weight of the SoVITS generator's multi-resolution STFT loss (default 0: off, as upstream)",
     )
     base.add_argument(
+        "--magnitude-weight",
+        type=float,
+        default=None,
+        help="weight of the spectral generator's direct log-magnitude L1 (default 0: off)",
+    )
+    base.add_argument(
         "--posterior-mean-steps",
         type=int,
         default=None,
@@ -442,6 +448,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.kl_weight = args.kl_weight
     if args.stft_weight is not None:
         recipe.sovits.stft_weight = args.stft_weight
+    if args.magnitude_weight is not None:
+        recipe.sovits.magnitude_weight = args.magnitude_weight
     if args.posterior_mean_steps is not None:
         recipe.sovits.posterior_mean_steps = args.posterior_mean_steps
     if args.sovits_batch is not None:

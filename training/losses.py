@@ -95,3 +95,26 @@ class StftLoss:
             convergence = torch.linalg.norm(mag - mag_hat) / torch.linalg.norm(mag).clamp(min=1e-6)
             total = total + convergence + torch.mean(torch.abs(torch.log(mag) - torch.log(mag_hat)))
         return total / len(self.resolutions)
+
+
+MAGNITUDE_FLOOR = 1e-2  # short-time magnitudes below this (silence) count as this, in both spectra
+
+
+def spectrum_magnitude_loss(real: Tensor, imag: Tensor, y: Tensor, n_fft: int, hop: int) -> Tensor:
+    """L1 between the log magnitudes a spectral generator writes and those of the target audio.
+
+    real, imag [B, n_fft/2 + 1, F]: the generator's spectrum before its inverse STFT; y [B, 1, T]
+    or [B, T]: the target, analysed on the same frames (centred, Hann, `hop`). Unlike a loss on
+    the generated waveform, this reaches the magnitude head directly, whatever the phases do.
+    The floor is soft on the generator's side, so its gradient fades well below the floor (the
+    head starts near |X| = 1, a hundred times above it).
+    """
+    target = torch.stft(
+        y.reshape(y.size(0), -1),
+        n_fft,
+        hop,
+        window=torch.hann_window(n_fft, device=y.device),
+        return_complex=True,
+    ).abs()[:, :, : real.shape[2]]
+    predicted = torch.sqrt(real.square() + imag.square() + MAGNITUDE_FLOOR**2)
+    return torch.mean(torch.abs(torch.log(predicted) - torch.log(target.clamp(min=MAGNITUDE_FLOOR))))

@@ -57,11 +57,13 @@ from training.losses import (
     feature_loss,
     generator_loss,
     kl_loss,
+    spectrum_magnitude_loss,
 )
 from training.preprocess import PrepItem, iter_batches, load_item
 from training.tracking import Tracker
 from tritone.audio.features import SpectrogramConfig, spec_to_mel
 from tritone.models.sovits import S2TrainOutput, SoVITS, SoVITSConfig
+from tritone.models.spectral_vocoder import SpectralVocoder
 from tritone.models.vocoders import AnyVocoder, AnyVocoderConfig, build_vocoder
 
 S2_FINAL = "sovits-final.pt"
@@ -84,6 +86,8 @@ class S2TrainConfig:
     prior_mel_weight: float = 0.0  # L1 of a linear log-mel read-out of the prior mean (training only)
     kl_weight: float = KL_WEIGHT  # below 1, the posterior may carry detail before the prior can follow
     stft_weight: float = 0.0  # multi-resolution STFT loss on the generator's slice (0 = off, as upstream)
+    # L1 of the log magnitudes the spectral generator writes against the slice's own (0 = off)
+    magnitude_weight: float = 0.0
     posterior_mean_steps: int = 0  # for these first steps the generator gets the posterior's mean
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
@@ -155,9 +159,14 @@ class S2Generator(nn.Module):
         self.vocoder = vocoder
 
     def forward(
-        self, batch: S2Batch, prior_noise: float | None = None, posterior_mean: bool = False
-    ) -> tuple[S2TrainOutput, Tensor]:
-        """-> (the VITS outputs, generated audio of the slice). By default the generator vocodes
+        self,
+        batch: S2Batch,
+        prior_noise: float | None = None,
+        posterior_mean: bool = False,
+        with_spectrum: bool = False,
+    ) -> tuple[S2TrainOutput, Tensor, tuple[Tensor, Tensor] | None]:
+        """-> (the VITS outputs, generated audio of the slice, the spectral generator's (real,
+        imag) spectrum of it when `with_spectrum`, else None). By default the generator vocodes
         the slice of the posterior sample z. With `posterior_mean`, the slice of the posterior's
         mean instead (no sampling noise; the KL still sees the sample). With `prior_noise`, the
         inference path's latent: a prior sample (m_p + eps * exp(logs_p) * prior_noise) through
@@ -165,15 +174,20 @@ class S2Generator(nn.Module):
         out = self.sovits.forward_train(
             batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens
         )
+        seg = out.z_slice.shape[2]
         if prior_noise is None:
-            if posterior_mean:
-                m_slice = slice_segments(out.m_q, out.ids_slice, out.z_slice.shape[2])
-                return out, self.vocoder(m_slice, out.ge)
-            return out, self.vocoder(out.z_slice, out.ge)
-        eps = torch.randn_like(out.m_p)
-        z_p = (out.m_p + eps * torch.exp(out.logs_p) * prior_noise) * out.z_mask
-        z = self.sovits.flow(z_p, out.z_mask, g=out.ge, reverse=True) * out.z_mask
-        return out, self.vocoder(slice_segments(z, out.ids_slice, out.z_slice.shape[2]), out.ge)
+            z_slice = slice_segments(out.m_q, out.ids_slice, seg) if posterior_mean else out.z_slice
+        else:
+            eps = torch.randn_like(out.m_p)
+            z_p = (out.m_p + eps * torch.exp(out.logs_p) * prior_noise) * out.z_mask
+            z = self.sovits.flow(z_p, out.z_mask, g=out.ge, reverse=True) * out.z_mask
+            z_slice = slice_segments(z, out.ids_slice, seg)
+        if not with_spectrum:
+            return out, self.vocoder(z_slice, out.ge), None
+        if not isinstance(self.vocoder, SpectralVocoder):
+            raise ValueError("only the spectral generator writes a spectrum to score")
+        spectrum = self.vocoder.spectrum(z_slice, out.ge)
+        return out, self.vocoder.istft(*spectrum), spectrum
 
 
 def slice_segments(x: Tensor, starts: Tensor, segment: int) -> Tensor:
@@ -262,6 +276,14 @@ def train_sovits(
     seed_everything(cfg.seed)
     sovits = SoVITS(sovits_config, posterior=True)
     vocoder = build_vocoder(vocoder_config)
+    if cfg.magnitude_weight > 0 and not isinstance(vocoder, SpectralVocoder):
+        raise ValueError(
+            "the magnitude loss scores a spectral generator's spectrum: train with --vocoder spectral"
+        )
+    # the frames the spectral generator writes its spectrum on: (n_fft, hop)
+    spectrum_frames = (
+        (vocoder.config.n_fft, vocoder.config.frame_hop) if isinstance(vocoder, SpectralVocoder) else (0, 0)
+    )
     if init_sovits is not None:
         sovits.load_state_dict(init_sovits, strict=False)  # released weights have no enc_q
     if init_vocoder is not None:
@@ -341,7 +363,9 @@ def train_sovits(
             batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx], gains)
             batch = batch.to(info.device)
             prior_noise = cfg.prior_noise if cfg.prior_start is not None and step >= cfg.prior_start else None
-            out, y_hat = gen_net(batch, prior_noise, step < cfg.posterior_mean_steps)
+            out, y_hat, spectrum = gen_net(
+                batch, prior_noise, step < cfg.posterior_mean_steps, cfg.magnitude_weight > 0
+            )
             y = slice_wav(batch.wav, out.ids_slice, seg, hop)
             use_gan = step >= cfg.gan_start
             logs: dict[str, float] = {}
@@ -360,6 +384,11 @@ def train_sovits(
                 loss_stft = stft(y_hat, y)
                 loss_g = loss_g + cfg.stft_weight * loss_stft
                 logs["loss_stft"] = loss_stft.item()
+            if spectrum is not None:
+                n_fft, frame_hop = spectrum_frames
+                loss_mag = spectrum_magnitude_loss(spectrum[0], spectrum[1], y, n_fft, frame_hop)
+                loss_g = loss_g + cfg.magnitude_weight * loss_mag
+                logs["loss_magnitude"] = loss_mag.item()
             if cfg.prior_mel_weight > 0:
                 target = spec_to_mel(batch.spec)  # [B, n_mels, T], the frames of m_p
                 frames = out.z_mask.sum().clamp(min=1.0) * target.shape[1]

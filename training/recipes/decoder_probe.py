@@ -49,6 +49,7 @@ VARIANTS = (
     "mean+nsf",
     "sample+spec",
     "mean+spec",
+    "mean+spec+mag",
 )
 PROBE_FILE = "probe.pt"
 SEGMENT_FRAMES = 32
@@ -56,6 +57,7 @@ BATCH = 4
 GAN_START = 400
 PROBE_KL_WEIGHT = 0.1  # the side runs' --kl-weight
 STFT_WEIGHT = 2.5
+MAG_WEIGHT = 45.0  # the direct log-magnitude L1 of `+mag`, weighted as the mel L1
 RANDOM_PHASE_ROW = "recordings, random phase"  # their 1280-point magnitudes, phases scrambled
 
 
@@ -74,7 +76,7 @@ def _modules(preset: str, variant: str) -> tuple[Any, Any, Any]:
     assert enc_q is not None
     if variant.endswith("+nsf"):
         return enc_q, SourceFilterVocoder(config.vocoder), PitchHead(config.vocoder.in_channels)
-    if variant.endswith("+spec"):
+    if "+spec" in variant:
         spectral = SpectralVocoderConfig(  # symmetric depthwise convs, as the probe's runs had
             in_channels=config.vocoder.in_channels, hop_length=config.vocoder.hop_length, lookahead_taps=3
         )
@@ -105,6 +107,7 @@ def train_variant(
         discriminator_loss,
         feature_loss,
         generator_loss,
+        spectrum_magnitude_loss,
     )
     from tritone.audio.features import SpectrogramConfig, spectrogram
     from tritone.audio.io import load_audio
@@ -137,10 +140,11 @@ def train_variant(
     opt_d = torch.optim.AdamW(disc.parameters(), lr=3e-4, betas=(0.8, 0.99), eps=1e-9)
     mel, stft = MelLoss((SpectrogramConfig(), FINE_MEL)), StftLoss()
     lengths = torch.full((BATCH,), SEGMENT_FRAMES)
-    use_mean, use_stft, use_source = (
+    use_mean, use_stft, use_source, use_mag = (
         variant.startswith("mean"),
         variant.endswith("+stft"),
         pitch_head is not None,
+        variant.endswith("+mag"),
     )
     step, t0 = 0, time.time()
     while step < max_steps and time.time() - t0 < minutes * 60:
@@ -158,6 +162,11 @@ def train_variant(
             f0 = _pitch(y[:, 0], hop, SEGMENT_FRAMES)
             y_hat = vocoder(latent, f0)
             loss = MEL_WEIGHT * mel(y_hat, y) + pitch_head.loss(pitch_head(m.detach()), f0)
+        elif use_mag:  # the spectrum the generator writes, scored against the clip's own, frame by frame
+            real, imag = vocoder.spectrum(latent)
+            y_hat = vocoder.istft(real, imag)
+            magnitude = spectrum_magnitude_loss(real, imag, y, vocoder.config.n_fft, vocoder.config.frame_hop)
+            loss = MEL_WEIGHT * mel(y_hat, y) + MAG_WEIGHT * magnitude
         else:
             y_hat = vocoder(latent)
             loss = MEL_WEIGHT * mel(y_hat, y)

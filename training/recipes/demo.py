@@ -54,7 +54,9 @@ SPECTRAL_KL_WEIGHT = 0.0  # the generator only ever sees the prior path, so the 
 # More schedules over the spectral base rather than one longer first one: the shipped run was
 # trained in the sittings the CPU allowed, and a fresh run of the recipe should take the same path.
 # Round i starts from round i-1's bundle (round 0 from the spectral stage's) in `refine_run_dir(i)`.
-REFINE_SOVITS_STEPS = (8000, 8000)
+# Each round is (SoVITS steps, weight of the spectral generator's direct magnitude loss): the third
+# round adds that loss, which the decoder probe found to cut the resynthesis WER sharply (QUALITY.md §4).
+REFINE_ROUNDS: tuple[tuple[int, float], ...] = ((8000, 0.0), (8000, 0.0), (4000, 45.0))
 # The optional `text` stage: the last refine round's GPT trained on with the corpus's generated
 # sentences (`train_generated.list`, training/demo/generated.py) next to the written ones. Its
 # held-out loss fell from 3.52 to 3.05, but the voices did not become intelligible and lost
@@ -144,10 +146,11 @@ def shipped_base_dir(run_dir: Path) -> Path:
     """The bundle the voices are trained on and `demo/` ships: the last refine round's."""
     from training.train_base import BASE_DIR
 
-    return refine_run_dir(run_dir, len(REFINE_SOVITS_STEPS) - 1) / BASE_DIR
+    return refine_run_dir(run_dir, len(REFINE_ROUNDS) - 1) / BASE_DIR
 
 
 def _refine_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path, round_index: int) -> list[str]:
+    steps, magnitude_weight = REFINE_ROUNDS[round_index]
     args = [
         "train", "base",
         "--train-list", str(corpus / "train.list"),
@@ -156,13 +159,15 @@ def _refine_args(recipe: DemoRecipe, corpus: Path, run_dir: Path, base: Path, ro
         "--init", str(base),
         "--seed", str(recipe.seed),
         "--gpt-steps", "0",
-        "--sovits-steps", str(REFINE_SOVITS_STEPS[round_index]),
+        "--sovits-steps", str(steps),
         "--sovits-batch", str(SOVITS_BATCH_PER_PROCESS),
         "--gan-start", "0",  # the generator is trained already; its new discriminators learn with it
         "--prior-start", "0",
         "--prior-mel-weight", str(SOVITS_PRIOR_MEL_WEIGHT),
         "--kl-weight", str(SPECTRAL_KL_WEIGHT),
     ]  # fmt: skip
+    if magnitude_weight:
+        args += ["--magnitude-weight", str(magnitude_weight)]
     return args + _common_args(recipe)
 
 
@@ -240,10 +245,10 @@ def train_spectral(recipe: DemoRecipe, base: Path) -> Path:
 
 
 def train_refine(recipe: DemoRecipe, spectral: Path) -> Path:
-    """The spectral base trained on round by round, `REFINE_SOVITS_STEPS[i]` SoVITS steps each."""
+    """The spectral base trained on round by round, as `REFINE_ROUNDS` lists them."""
     corpus, run_dir, _ = recipe.paths()
     base = spectral
-    for i in range(len(REFINE_SOVITS_STEPS)):
+    for i in range(len(REFINE_ROUNDS)):
         base = _train_on(_refine_args(recipe, corpus, run_dir, base, i), refine_run_dir(run_dir, i))
     return base
 
