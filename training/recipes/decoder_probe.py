@@ -4,7 +4,8 @@ objectives for the same time or steps, then resynthesise held-out sentences of t
 speakers and score them (docs/QUALITY.md §4).
 
     python -m training.recipes.decoder_probe [--variants sample sample+stft mean mean+stft
-        sample+nsf mean+nsf sample+spec mean+spec] [--minutes 45] [--max-steps N] [--jobs 2]
+        sample+nsf mean+nsf sample+spec mean+spec mean+spec+mag] [--minutes 45] [--max-steps N]
+        [--jobs 2]
 
 Variants: the generator's input is the posterior's sample (`sample`, with a KL of 0.1 to a
 standard normal standing in for the prior, which the probe has not) or its mean (`mean`, no
@@ -13,11 +14,13 @@ generator for its source-filter form (`tritone.models.source_filter`: a harmonic
 the clip's pitch added at every upsampling stage) and trains a pitch head on the posterior's
 mean, detached, to say whether the latent carries the pitch; `+spec` swaps it for a spectral
 generator of about the same size (`tritone.models.spectral_vocoder`: ConvNeXt blocks predict a
-short-time spectrum's log magnitude and phase, inverted by an inverse STFT). All variants: the
+short-time spectrum's log magnitude and phase, inverted by an inverse STFT); `+mag` adds, for
+the spectral generator, the L1 between the log magnitudes it writes and the clip's own on the same
+frames (x 45, `training.losses.spectrum_magnitude_loss`). All variants: the
 demo preset's sizes, 0.64 s slices, 4 per step, random gain 0.5-1.1, the narrow period
 discriminator from step 400, AdamW 3e-4. `+stft` and `mean` are the choices
-`S2TrainConfig.stft_weight` and `posterior_mean_steps` make available to the real trainer;
-`+nsf` and `+spec` are not in the served model. Each variant trains in its own single-threaded
+`S2TrainConfig.stft_weight` and `posterior_mean_steps` make available to the real trainer, as
+`magnitude_weight` does `+mag`; `+spec` is a served generator kind, `+nsf` is not. Each variant trains in its own single-threaded
 process under `<out>/<variant>/probe.pt` (a finished one is reused); the report (`probe.json` /
 `.md`: pocketsphinx WER, mel L1 and periodicity of the resynthesis, next to the recordings and
 to their magnitudes with random phases) evaluates every variant's weights on the same
