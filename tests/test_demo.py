@@ -425,14 +425,17 @@ def test_ablation_uses_the_shipped_base(tmp_path: Path, monkeypatch: pytest.Monk
     assert ablation.main(["--variants", "gpt", "gpt+mrte+flow"]) == 0
 
     shipped = recipe_mod.shipped_base_dir(tmp_path / "runs" / "demo")
-    assert shipped == tmp_path / "runs" / "demo" / "refine2" / "base"
+    assert shipped == tmp_path / "runs" / "demo" / "refine3" / "base"
     assert trained == [("gpt", shipped), ("gpt+mrte+flow", shipped)] and evaluated == [shipped]
     assert [f[0] for f in folders] == ["gpt", "gpt+mrte+flow"]
 
     # other settings train into their own folders and report under the given name
     folders.clear()
     assert ablation.main(["--variants", "gpt", "--steps", "1200", "--lr", "0.002", "--report", "steps"]) == 0
-    assert folders == [("gpt-1200steps-lr0.002", 1200, 0.002)]
+    assert folders == [("gpt-1200steps-lr0.002", 1200, 0.002, 0.0)]
     assert (tmp_path / "runs" / "demo" / "ablation" / "steps.json").is_file()
+    folders.clear()
+    assert ablation.main(["--variants", "gpt", "--magnitude-weight", "45"]) == 0
+    assert folders == [("gpt-mag45", 600, 0.001, 45.0)]
     with pytest.raises(SystemExit):
         ablation.main(["--report", "../outside"])

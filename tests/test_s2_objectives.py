@@ -131,3 +131,38 @@ def test_the_generator_hands_over_the_spectral_generators_spectrum_when_asked() 
         torch.testing.assert_close(audio, spectral.istft(*spectrum))
         torch.manual_seed(0)  # the same prior sample and slice: the same audio as without the spectrum
         torch.testing.assert_close(gen(batch, prior_noise=0.5)[1], audio)
+
+
+def test_the_adapter_objective_adds_the_magnitude_loss_only_where_asked() -> None:
+    """`AdapterTrainConfig.magnitude_weight`: the adapter's serving-path objective also scores the
+    spectral generator's spectrum when asked, on the same slices as its mel L1; a HiFi-GAN base
+    has no spectrum to score and says so."""
+    import numpy as np
+
+    from training.losses import FINE_MEL, MelLoss
+    from training.train_adapter import s2_inference_path_loss
+    from tritone.audio.features import SpectrogramConfig
+    from tritone.models.base import BaseModel, BaseModelConfig
+    from tritone.pipeline import Pipeline
+
+    t = np.arange(4 * SR) / SR
+    clip = (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+    mel = MelLoss((SpectrogramConfig(), FINE_MEL))
+    for preset in ("tiny-spectral", "tiny"):
+        model = BaseModel.random(BaseModelConfig.preset(preset), seed=0)
+        prompt = Pipeline(model).build_voice_prompt(clip, SR, "The voice's own reference.", "en")
+        examples = [
+            {"codes": prompt.semantic[:30], "phones": prompt.phone_ids[:12], "wav": torch.from_numpy(clip)}
+        ]
+        args = (model, prompt, examples, mel, 16, 0.5)
+        plain, none = s2_inference_path_loss(*args, torch.Generator().manual_seed(0))
+        assert none is None and float(plain) > 0
+        if preset == "tiny":
+            with pytest.raises(ValueError, match="spectral generator"):
+                s2_inference_path_loss(*args, torch.Generator().manual_seed(0), magnitude=True)
+            continue
+        same_mel, magnitude = s2_inference_path_loss(*args, torch.Generator().manual_seed(0), magnitude=True)
+        torch.testing.assert_close(same_mel, plain)  # the same slices, noise and audio
+        assert magnitude is not None and float(magnitude) > 0
+        magnitude.backward()  # it reaches the generator's spectrum head
+        assert model.vocoder.head.weight.grad is not None and model.vocoder.head.weight.grad.abs().sum() > 0

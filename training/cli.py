@@ -355,6 +355,12 @@ def add_train_commands(subparsers: Any) -> None:
     adapter.add_argument("--alpha", type=float, default=None)
     adapter.add_argument("--lr", type=float, default=None)
     adapter.add_argument(
+        "--magnitude-weight",
+        type=float,
+        default=None,
+        help="weight of the spectral generator's direct log-magnitude L1 (default 0: off)",
+    )
+    adapter.add_argument(
         "--targets",
         default=None,
         help="comma-separated groups (default: all): gpt,ref,mrte,flow,vocoder,vocoder_body",
@@ -485,7 +491,7 @@ def _cmd_train_adapter(args: argparse.Namespace) -> int:
 
     cfg = AdapterTrainConfig(seed=args.seed, threads=args.threads)
     overrides: dict[str, Any] = {}
-    for name in ("steps", "rank", "alpha", "lr"):
+    for name in ("steps", "rank", "alpha", "lr", "magnitude_weight"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.targets:

@@ -47,12 +47,13 @@ from tqdm import tqdm
 
 from training.common import pad_1d, seed_everything
 from training.data import Utterance, load_audio, load_dataset
-from training.losses import FINE_MEL, MEL_WEIGHT, MelLoss
+from training.losses import FINE_MEL, MEL_WEIGHT, MelLoss, spectrum_magnitude_loss
 from training.preprocess import PrepConfig, PrepItem, encode, load_item, prepare
 from training.tracking import Tracker
 from tritone.audio.features import SpectrogramConfig
 from tritone.lora import LoRAWeights
 from tritone.models.base import BaseModel
+from tritone.models.spectral_vocoder import SpectralVocoder
 from tritone.serving.runtime import (
     FLOW_TARGETS,
     GPT_TARGETS,
@@ -92,6 +93,9 @@ class AdapterTrainConfig:
     log_every: int = 10
     threads: int | None = None
     fine_mel: bool = True
+    # the spectral generator's direct log-magnitude L1 next to the mel L1 (0 = off; as the base's
+    # `--magnitude-weight`, training/train_sovits.py); refused for a HiFi-GAN base
+    magnitude_weight: float = 0.0
 
 
 @dataclass
@@ -184,8 +188,10 @@ def s2_inference_path_loss(
     segment: int,
     noise_scale: float,
     generator: torch.Generator,
-) -> Tensor:
-    """Mel L1 of the serving path (tokens -> prior -> reverse flow -> generator) on random slices."""
+    magnitude: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Mel L1 of the serving path (tokens -> prior -> reverse flow -> generator) on random slices,
+    and with `magnitude` the spectral generator's log-magnitude L1 on them (else None)."""
     sovits, vocoder = model.sovits, model.vocoder
     hop = vocoder.hop_length
     ge = sovits.ref_embedding(prompt.refer_spec.unsqueeze(0))  # [1, gin, 1]
@@ -213,8 +219,16 @@ def s2_inference_path_loss(
             y_b = F.pad(y_b, (0, segment * hop - y_b.shape[0]))
         zs.append(z_b)
         ys.append(y_b)
-    y_hat = vocoder(torch.stack(zs), ge_b)
-    return mel(y_hat, torch.stack(ys).unsqueeze(1))
+    y = torch.stack(ys).unsqueeze(1)
+    if not magnitude:
+        return mel(vocoder(torch.stack(zs), ge_b), y), None
+    if not isinstance(vocoder, SpectralVocoder):
+        raise ValueError(
+            "the magnitude loss scores a spectral generator's spectrum; this base has a HiFi-GAN one"
+        )
+    real, imag = vocoder.spectrum(torch.stack(zs), ge_b)
+    spectral = spectrum_magnitude_loss(real, imag, y, vocoder.config.n_fft, vocoder.config.frame_hop)
+    return mel(vocoder.istft(real, imag), y), spectral
 
 
 def extract_lora(model: nn.Module, names: Sequence[str], alpha: float) -> dict[str, LoRAWeights]:
@@ -279,6 +293,8 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
         held = held[: job.eval_sentences]
 
     base = BaseModel.load(job.base)
+    if cfg.magnitude_weight > 0 and not isinstance(base.vocoder, SpectralVocoder):
+        raise ValueError("--magnitude-weight needs a base with the spectral generator; this one has HiFi-GAN")
     base_sha256 = base.weights_sha256
     pipe = Pipeline(base)
     # voice prompt: the given clip, or the first training clip of a comfortable length
@@ -362,11 +378,21 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
             logs["gpt_ce"] = ce.item()
         if has_s2:
             pick = torch.randint(0, len(examples), (min(cfg.s2_batch, len(examples)),), generator=g).tolist()
-            ml = s2_inference_path_loss(
-                base, prompt, [examples[i] for i in pick], mel, cfg.segment_frames, cfg.noise_scale, g
+            ml, mag = s2_inference_path_loss(
+                base,
+                prompt,
+                [examples[i] for i in pick],
+                mel,
+                cfg.segment_frames,
+                cfg.noise_scale,
+                g,
+                cfg.magnitude_weight > 0,
             )
             loss = loss + MEL_WEIGHT * ml
             logs["mel_l1"] = ml.item()
+            if mag is not None:
+                loss = loss + cfg.magnitude_weight * mag
+                logs["magnitude_l1"] = mag.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 10.0)

@@ -2,13 +2,14 @@
 and compare them on the same held-out sentences (docs/QUALITY.md, "adapter targets").
 
     python -m training.recipes.ablation [--voice flite_rms] [--variants gpt gpt+mrte+flow ...] [--jobs 3]
-                                        [--steps N] [--lr X] [--report NAME]
+                                        [--steps N] [--lr X] [--magnitude-weight W] [--report NAME]
 
 Each variant is an adapter trained exactly like the demo voice (same base, clips, steps, seed,
 rank), unregistered, under `<run-dir>/ablation/<variant>`; the report (`<report>.json` / `.md`,
 default `ablation`) has one row per variant next to the speaker's own recordings and the base's
 zero-shot clone. `--steps` / `--lr` train every variant with other settings than the demo voice's,
-under `<variant>-<steps>steps-lr<lr>`, so runs with different settings never share a folder.
+under `<variant>-<steps>steps-lr<lr>`, and `--magnitude-weight` (the spectral generator's direct
+magnitude loss) under `<variant>-mag<W>`, so runs with different settings never share a folder.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def _train(
     seed: int,
     steps: int = ADAPTER_STEPS,
     lr: float = AdapterTrainConfig.lr,
+    magnitude_weight: float = AdapterTrainConfig.magnitude_weight,
 ) -> None:
     if (out / "manifest.json").is_file():
         return
@@ -51,7 +53,8 @@ def _train(
         "--voice", "ablation", "--tenant", "ablation", "--base", str(base),
         "--audio", str(corpus / "heldout_train.list"), "--speaker", voice_id,
         "--consent", str(consent), "--out", str(out), "--targets", variant.replace("+", ","),
-        "--steps", str(steps), "--lr", str(lr), "--seed", str(seed), "--threads", "1",
+        "--steps", str(steps), "--lr", str(lr), "--magnitude-weight", str(magnitude_weight),
+        "--seed", str(seed), "--threads", "1",
         "--eval-list", str(corpus / "heldout_eval.list"), "--eval-sentences", "1",
         "--no-register", "--no-progress",
     ]  # fmt: skip
@@ -72,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, default=ADAPTER_STEPS, help="adapter steps (default: the demo voice's)"
     )
     p.add_argument("--lr", type=float, default=AdapterTrainConfig.lr, help="adapter learning rate")
+    p.add_argument(
+        "--magnitude-weight",
+        type=float,
+        default=AdapterTrainConfig.magnitude_weight,
+        help="weight of the spectral generator's direct magnitude loss (default: the demo voice's)",
+    )
     p.add_argument("--report", default="ablation", help="report file name under <run-dir>/ablation")
     args = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.report):
@@ -81,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.steps, args.lr) == (ADAPTER_STEPS, AdapterTrainConfig.lr)
         else f"-{args.steps}steps-lr{args.lr:g}"
     )
+    if args.magnitude_weight != AdapterTrainConfig.magnitude_weight:
+        suffix += f"-mag{args.magnitude_weight:g}"
 
     corpus, run_dir, _ = DemoRecipe().paths()
     base = shipped_base_dir(run_dir)  # the demo voice's own base, not the first (HiFi-GAN) one
@@ -99,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.seed,
                 args.steps,
                 args.lr,
+                args.magnitude_weight,
             )
             for v in args.variants
         ]
