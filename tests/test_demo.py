@@ -425,7 +425,7 @@ def test_ablation_uses_the_shipped_base(tmp_path: Path, monkeypatch: pytest.Monk
     assert ablation.main(["--variants", "gpt", "gpt+mrte+flow"]) == 0
 
     shipped = recipe_mod.shipped_base_dir(tmp_path / "runs" / "demo")
-    assert shipped == tmp_path / "runs" / "demo" / "refine3" / "base"
+    assert shipped == tmp_path / "runs" / "demo" / "refine2" / "base"
     assert trained == [("gpt", shipped), ("gpt+mrte+flow", shipped)] and evaluated == [shipped]
     assert [f[0] for f in folders] == ["gpt", "gpt+mrte+flow"]
 
