@@ -20,8 +20,8 @@ frames (x 45, `training.losses.spectrum_magnitude_loss`). All variants: the
 demo preset's sizes, 0.64 s slices, 4 per step, random gain 0.5-1.1, the narrow period
 discriminator from step 400, AdamW 3e-4. `+stft` and `mean` are the choices
 `S2TrainConfig.stft_weight` and `posterior_mean_steps` make available to the real trainer, as
-`magnitude_weight` does `+mag`; `+spec` is a served generator kind, `+nsf` is not. Each variant trains in its own single-threaded
-process under `<out>/<variant>/probe.pt` (a finished one is reused); the report (`probe.json` /
+`magnitude_weight` does `+mag`; `+spec` is a served generator kind, `+nsf` is not. Each variant
+trains in its own single-threaded process under `<out>/<variant>/probe.pt` (a finished one is reused); the report (`probe.json` /
 `.md`: pocketsphinx WER, mel L1 and periodicity of the resynthesis, next to the recordings and
 to their magnitudes with random phases) evaluates every variant's weights on the same
 sentences, a `+nsf` one twice: with the pitch its head predicts and with the recording's own
