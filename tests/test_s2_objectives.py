@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.test_sovits import _train_batch, make_tiny
-from training.losses import StftLoss, spectrum_magnitude_loss
-from training.train_sovits import S2Batch, S2Generator, slice_segments
+from training.losses import StftLoss, kl_loss, spectrum_magnitude_loss
+from training.train_sovits import S2Batch, S2Generator, prior_nll, slice_segments
 from tritone.models.spectral_vocoder import SpectralVocoder, SpectralVocoderConfig
 from tritone.models.vocoder import Vocoder, VocoderConfig
 
@@ -113,6 +113,47 @@ def test_the_generator_vocodes_the_posterior_mean_when_asked() -> None:
         assert (out.z_slice - seen[-1]).abs().mean() > 0.1
         out, _, _ = gen(batch)  # the default stays upstream's: the posterior sample
         torch.testing.assert_close(seen[-1], out.z_slice)
+
+
+def _grad_total(module: torch.nn.Module) -> float:
+    return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+
+def test_the_mean_prior_target_fits_the_prior_without_pulling_on_the_posterior() -> None:
+    """`prior_target="mean"`: the prior and flow learn the posterior's mean, detached. VITS's KL
+    to a sample also trains the posterior (towards the prior, and its variance up when the
+    generator reads the mean); this loss leaves the posterior to the generator alone."""
+    gen, batch = _generator()
+    out, _, _ = gen(batch, posterior_mean=True)
+    kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask).backward(retain_graph=True)
+    assert _grad_total(gen.sovits.enc_q) > 0  # the sample KL reaches the posterior
+    gen.zero_grad(set_to_none=True)
+    prior_nll(gen.sovits, out).backward()
+    assert _grad_total(gen.sovits.enc_q) == 0
+    assert _grad_total(gen.sovits.enc_p) > 0 and _grad_total(gen.sovits.flow) > 0
+
+    # and it is what the prior can learn: a few steps on it bring m_p to the flow of the mean
+    params = [*gen.sovits.enc_p.parameters(), *gen.sovits.flow.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3)
+    with torch.no_grad():
+        out, _, _ = gen(batch, posterior_mean=True)
+    target = out.m_q.detach()
+
+    def gap() -> float:
+        with torch.no_grad():
+            o = gen.sovits.forward_train(
+                batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens
+            )
+            z_p = gen.sovits.flow(target, o.z_mask, g=o.ge)
+            return float(((z_p - o.m_p).abs() * o.z_mask).sum() / o.z_mask.sum())
+
+    before = gap()
+    for _ in range(30):
+        o = gen.sovits.forward_train(batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens)
+        opt.zero_grad()
+        prior_nll(gen.sovits, o).backward()
+        opt.step()
+    assert gap() < 0.7 * before, (before, gap())
 
 
 def test_the_generator_hands_over_the_spectral_generators_spectrum_when_asked() -> None:

@@ -287,6 +287,35 @@ def test_remove_weight_norm_keeps_outputs() -> None:
     )
 
 
+def test_bundling_trained_modules_folds_copies_and_leaves_the_originals_usable() -> None:
+    """`BaseModel.from_modules` folds the weight norms into the bundle and drops enc_q, and the
+    training modules it read keep working: folding a deep copy would have deleted `weight` from
+    the parametrized class the original shares with it."""
+    from tritone.models.base import BaseModel, BaseModelConfig
+    from tritone.models.gpt import GPT
+    from tritone.models.vocoders import build_vocoder
+
+    config = BaseModelConfig.tiny()
+    sovits, vocoder = SoVITS(config.sovits, posterior=True).eval(), build_vocoder(config.vocoder).eval()
+    codes, code_lens, phones, phone_lens = _batch(_rows())
+    spec = torch.rand(1, config.sovits.spec_channels, 12)
+
+    def run(s: SoVITS, v: Any) -> torch.Tensor:
+        with torch.no_grad():
+            ge = s.ref_embedding(rand_refer(3))
+            z, _ = s.decode_latent(codes, code_lens, phones, phone_lens, ge, noise_scale=0.0)
+            return v(z, ge)
+
+    before = run(sovits, vocoder)
+    bundle = BaseModel.from_modules(config, GPT(config.gpt), sovits, vocoder)
+    torch.testing.assert_close(run(bundle.sovits, bundle.vocoder), before)
+    assert not any("parametrizations" in k or k.startswith("enc_q.") for k in bundle.sovits.state_dict())
+    torch.testing.assert_close(run(sovits, vocoder), before)  # the originals still run
+    with torch.no_grad():
+        assert sovits.enc_q is not None
+        assert sovits.enc_q(spec, torch.tensor([12]))[1].shape[2] == 12
+
+
 # -- training forward --------------------------------------------------------------------------
 
 

@@ -296,8 +296,9 @@ def test_kl_weight_zero_leaves_the_prior_untrained(env: Env, base_dir: Path) -> 
 
 
 def test_stft_loss_and_posterior_mean_options_reach_the_sovits_trainer(env: Env, base_dir: Path) -> None:
-    """`--stft-weight` and `--posterior-mean-steps` (S2TrainConfig) are honoured by the trainer:
-    the STFT loss is computed, added and logged; the run completes with both."""
+    """`--stft-weight`, `--posterior-mean-steps` and `--prior-target mean` (S2TrainConfig) are
+    honoured by the trainer: the STFT loss is computed, added and logged; the prior's loss is the
+    mean's likelihood; the run completes with all three; an unknown prior target is refused."""
     import shutil
 
     recipe = _recipe(env)
@@ -306,9 +307,24 @@ def test_stft_loss_and_posterior_mean_options_reach_the_sovits_trainer(env: Env,
     shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
     recipe.sovits.steps, recipe.sovits.log_every = 2, 1
     recipe.sovits.stft_weight, recipe.sovits.posterior_mean_steps = 2.5, 1
+    recipe.sovits.prior_target = "mean"
     BaseTrainer(recipe).run("sovits")
     stft = _history(env.uri, "tritone-train-sovits", "loss_stft")
     assert len(stft) == 2 and all(v > 0 for v in stft), stft
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env.uri)
+    experiment = client.get_experiment_by_name("tritone-train-sovits")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "params.prior_target = 'mean'")
+    assert len(runs) == 1 and "loss_kl" in runs[0].data.metrics
+    recipe.sovits.prior_target = "posterior"
+    recipe.run_dir = env.root / "bad-target"
+    (recipe.run_dir / "ssl").mkdir(parents=True)
+    shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
+    with pytest.raises(ValueError, match="prior_target"):
+        BaseTrainer(recipe).run("sovits")
+    recipe.sovits.prior_target = "sample"
     # the magnitude loss needs a spectrum to score: a HiFi-GAN base is refused before any step
     recipe.run_dir = env.root / "magnitude"
     (recipe.run_dir / "ssl").mkdir(parents=True)
@@ -405,6 +421,9 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, b
     report = env.root / "resynthesis.json"
     sources = [str(base_dir), str(recipe.run_dir), "recordings"]
     argv = [
+        "--posterior",
+        "--noise-scale",
+        "0.3",
         *sources,
         "--base",
         str(base_dir),
@@ -416,7 +435,12 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, b
         "1",
     ]
     assert resynthesis([*argv, "--json", str(report)]) == 0
-    rows = json.loads(report.read_text())["rows"]
+    written = json.loads(report.read_text())
+    rows = written["rows"]
+    assert written["noise_scale"] == 0.3
+    # the posterior path is scored for the run folder only: a bundle has no posterior encoder
+    assert set(rows) == {*sources, f"{recipe.run_dir} (posterior)"}
+    assert rows[f"{recipe.run_dir} (posterior)"]["mel_l1"] != rows[str(recipe.run_dir)]["mel_l1"]
     assert rows[str(recipe.run_dir)]["steps"] == 8 and rows[str(base_dir)]["steps"] is None
     assert rows["recordings"]["mel_l1"] == 0.0 and rows[str(base_dir)]["mel_l1"] > 0.0
     assert all(r["wer"] >= 0.0 and 0.0 <= r["periodicity"] <= 1.0 for r in rows.values())

@@ -302,6 +302,13 @@ def add_train_commands(subparsers: Any) -> None:
         help="first SoVITS steps in which the generator vocodes the posterior's mean, not a sample",
     )
     base.add_argument(
+        "--prior-target",
+        choices=("sample", "mean"),  # training.train_sovits.PRIOR_TARGETS (imported lazily)
+        default=None,
+        help="what the SoVITS prior is fitted to: a posterior sample (KL, as upstream; default) or "
+        "the posterior's mean, detached (pair with --posterior-mean-steps)",
+    )
+    base.add_argument(
         "--prior-start",
         type=int,
         default=None,
@@ -458,6 +465,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.magnitude_weight = args.magnitude_weight
     if args.posterior_mean_steps is not None:
         recipe.sovits.posterior_mean_steps = args.posterior_mean_steps
+    if args.prior_target is not None:
+        recipe.sovits.prior_target = args.prior_target
     if args.sovits_batch is not None:
         recipe.sovits.max_batch = args.sovits_batch
         recipe.sovits.max_frames = 200 * args.sovits_batch

@@ -67,6 +67,7 @@ from tritone.models.spectral_vocoder import SpectralVocoder
 from tritone.models.vocoders import AnyVocoder, AnyVocoderConfig, build_vocoder
 
 S2_FINAL = "sovits-final.pt"
+PRIOR_TARGETS = ("sample", "mean")  # S2TrainConfig.prior_target
 
 
 @dataclass
@@ -89,6 +90,11 @@ class S2TrainConfig:
     # L1 of the log magnitudes the spectral generator writes against the slice's own (0 = off)
     magnitude_weight: float = 0.0
     posterior_mean_steps: int = 0  # for these first steps the generator gets the posterior's mean
+    # what the KL term fits the prior to: "sample", VITS's KL to a posterior sample (it also pulls
+    # the posterior towards the prior); "mean", the negative log-likelihood of the posterior's mean,
+    # detached, under the flow prior: the prior learns to predict the latent the generator reads
+    # (with `posterior_mean_steps`) and the posterior answers to the generator alone
+    prior_target: str = "sample"
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
@@ -190,6 +196,14 @@ class S2Generator(nn.Module):
         return out, self.vocoder.istft(*spectrum), spectrum
 
 
+def prior_nll(sovits: SoVITS, out: S2TrainOutput) -> Tensor:
+    """Negative log-likelihood (up to a constant, per element as `kl_loss`) of the posterior's
+    mean under the flow prior, with the mean detached: the prior and flow learn to predict it,
+    nothing pulls on the posterior. The flow is volume-preserving, so this is a proper density."""
+    z_p = sovits.flow(out.m_q.detach(), out.z_mask, g=out.ge)
+    return kl_loss(z_p, torch.zeros_like(out.logs_q), out.m_p, out.logs_p, out.z_mask)
+
+
 def slice_segments(x: Tensor, starts: Tensor, segment: int) -> Tensor:
     """Windows of `segment` frames of x [B, C, T] starting at `starts` [B] (zero past the end)."""
     B, C, T = x.shape
@@ -268,6 +282,8 @@ def train_sovits(
     weights (fine-tuning an upstream base) instead of random ones.
     """
     cfg = cfg or S2TrainConfig()
+    if cfg.prior_target not in PRIOR_TARGETS:
+        raise ValueError(f"prior_target must be one of {PRIOR_TARGETS}, not {cfg.prior_target!r}")
     info = ddp.setup(cfg.threads, cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / S2_FINAL
@@ -378,7 +394,10 @@ def train_sovits(
                 opt_d.step()
                 logs["loss_d"] = loss_d.item()
             loss_mel = mel(y_hat, y)
-            loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
+            if cfg.prior_target == "mean":
+                loss_kl = prior_nll(gen.sovits, out)
+            else:
+                loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
             loss_g = MEL_WEIGHT * loss_mel + cfg.kl_weight * loss_kl + out.commit_loss
             if cfg.stft_weight > 0:
                 loss_stft = stft(y_hat, y)

@@ -2,6 +2,7 @@
 
     python -m training.recipes.resynthesis SOURCE... [--base demo/base] [--corpus DIR]
                                                      [--voices 6] [--per-voice 2] [--json OUT]
+                                                     [--noise-scale 0.5] [--posterior]
 
 Each SOURCE is a base bundle (a folder with `manifest.json`), a `tritone train base` run folder
 (its `sovits/ckpt-latest.pt`: SoVITS and the generator as training left them, either vocoder
@@ -12,6 +13,11 @@ spectrogram) and those tokens go through SoVITS and the vocoder, noise scale 0.5
 i-th sentence: no GPT, so the number says whether the acoustic path is intelligible, which a
 clone cannot be without it. Scored as the decoder probe scores (pocketsphinx WER over all
 sentences, mel L1 to the recording, periodicity), one markdown row per source.
+
+`--posterior` adds, for each run folder, a row for its posterior path: the clip's own linear
+spectrogram -> posterior mean -> generator (as the decoder probe scores it; bundles carry no
+posterior encoder). With a base trained by `--prior-target mean`, the two rows split the acoustic
+path's error between the generator and what the prior predicts from tokens and phones.
 """
 
 from __future__ import annotations
@@ -50,8 +56,9 @@ def sentences(corpus: Path, voices: int, per_voice: int) -> list[tuple[Any, Any]
     return chosen
 
 
-def load_source(source: Path, base: Any) -> tuple[Any, int | None]:
-    """(BaseModel, training step or None) for a bundle or a training run folder."""
+def load_source(source: Path, base: Any) -> tuple[Any, int | None, Any]:
+    """(BaseModel, training step or None, posterior encoder or None) for a bundle or a training
+    run folder."""
     import torch
 
     from tritone.models.base import BaseModel
@@ -59,7 +66,7 @@ def load_source(source: Path, base: Any) -> tuple[Any, int | None]:
     from tritone.models.vocoders import build_vocoder, with_vocoder_kind
 
     if (source / "manifest.json").is_file():
-        return BaseModel.load(source), None
+        return BaseModel.load(source), None, None
     path = source / "sovits" / "ckpt-latest.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{source}: neither a base bundle nor a run folder with {path.name}")
@@ -70,10 +77,16 @@ def load_source(source: Path, base: Any) -> tuple[Any, int | None]:
     sovits, vocoder = SoVITS(config.sovits, posterior=True), build_vocoder(config.vocoder)
     sovits.load_state_dict({k[len("sovits.") :]: v for k, v in state.items() if k.startswith("sovits.")})
     vocoder.load_state_dict({k[len("vocoder.") :]: v for k, v in state.items() if k.startswith("vocoder.")})
-    return BaseModel.from_modules(config, base.gpt, sovits, vocoder, base.ssl), int(checkpoint["step"])
+    model = BaseModel.from_modules(config, base.gpt, sovits, vocoder, base.ssl)
+    assert sovits.enc_q is not None  # built with posterior=True
+    return model, int(checkpoint["step"]), sovits.enc_q.eval()
 
 
-def resynthesise(model: Any, chosen: list[tuple[Any, Any]]) -> list[Any]:
+def resynthesise(
+    model: Any, chosen: list[tuple[Any, Any]], noise_scale: float = 0.5, enc_q: Any = None
+) -> list[Any]:
+    """The sentences decoded from their own tokens; with `enc_q`, from their own spectrogram's
+    posterior mean instead."""
     import torch
 
     from tritone.pipeline import Pipeline, SynthesisParams
@@ -83,8 +96,16 @@ def resynthesise(model: Any, chosen: list[tuple[Any, Any]]) -> list[Any]:
     for i, (u, audio) in enumerate(chosen):
         voice = pipe.build_voice_prompt(audio, 32_000, u.text, u.lang)
         ge = pipe.reference_embedding(voice)
-        wav = pipe.tokens_to_audio(voice.semantic, voice.phone_ids.tolist(), ge, SynthesisParams(seed=i), i)
-        out.append(torch.from_numpy(wav))
+        if enc_q is None:
+            params = SynthesisParams(seed=i, noise_scale=noise_scale)
+            wav = torch.from_numpy(
+                pipe.tokens_to_audio(voice.semantic, voice.phone_ids.tolist(), ge, params, i)
+            )
+        else:
+            spec = voice.refer_spec[None]  # [1, bins, frames]
+            _, m_q, _, _ = enc_q(spec, torch.tensor([spec.shape[2]]), g=ge)
+            wav = model.vocoder(m_q, ge)[0, 0]
+        out.append(wav)
     return out
 
 
@@ -104,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--voices", type=int, default=6)
     p.add_argument("--per-voice", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--noise-scale", type=float, default=0.5, help="the prior sample's noise scale")
+    p.add_argument("--posterior", action="store_true", help="also score each run folder's posterior path")
     args = p.parse_args(argv)
+    if args.noise_scale < 0:
+        p.error("--noise-scale must be >= 0")
     corpus = args.corpus or data_dir() / "demo"
     if not (corpus / "eval.list").is_file():
         p.error(f"{corpus}/eval.list not found: build the corpus with `tritone data demo`")
@@ -117,20 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     print("| source | steps | WER | mel L1 | periodicity |\n|---|---|---|---|---|")
     for source in args.sources:
+        scored: dict[str, dict[str, Any]] = {}
         if source == "recordings":
             row, step = score_clips(recordings, recordings, utterances, mel), None
+            scored[source] = row
         else:
-            model, step = load_source(Path(source), base)
+            model, step, enc_q = load_source(Path(source), base)
             with torch.no_grad():
-                row = score_clips(resynthesise(model, chosen), recordings, utterances, mel)
-        rows[source] = {**row, "steps": step}
-        print(
-            f"| {source} | {step if step is not None else '-'} | {row['wer']:.1%} | "
-            f"{row['mel_l1']:.3f} | {row['periodicity']:.3f} |",
-            flush=True,
-        )
+                audio = resynthesise(model, chosen, args.noise_scale)
+                scored[source] = score_clips(audio, recordings, utterances, mel)
+                if args.posterior and enc_q is not None:
+                    audio = resynthesise(model, chosen, enc_q=enc_q)
+                    scored[f"{source} (posterior)"] = score_clips(audio, recordings, utterances, mel)
+        for name, row in scored.items():
+            rows[name] = {**row, "steps": step}
+            print(
+                f"| {name} | {step if step is not None else '-'} | {row['wer']:.1%} | "
+                f"{row['mel_l1']:.3f} | {row['periodicity']:.3f} |",
+                flush=True,
+            )
     if args.json:
-        report = {"sentences": [u.utt_id for u in utterances], "rows": rows}
+        report = {"sentences": [u.utt_id for u in utterances], "noise_scale": args.noise_scale, "rows": rows}
         report["command"] = "python -m training.recipes.resynthesis " + " ".join(argv or sys.argv[1:])
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -14,7 +14,6 @@ trained on other base weights is refused at load time.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
@@ -26,6 +25,7 @@ from torch import nn
 
 from tritone.checkpoints import CheckpointError, load_weights, read_upstream_file, save_weights, weights_hash
 from tritone.models.gpt import GPT, GPTConfig, gpt_state_dict_from_upstream
+from tritone.models.s2_modules import folded_state_dict
 from tritone.models.sovits import SoVITS, SoVITSConfig, load_upstream_sovits
 from tritone.models.spectral_vocoder import SpectralVocoderConfig
 from tritone.models.ssl import HubertSSL, SSLEncoder, TinySSL
@@ -204,16 +204,12 @@ class BaseModel(nn.Module):
         ssl: SSLEncoder | None = None,
     ) -> BaseModel:
         """Bundle trained modules (weight norm and enc_q allowed: copies are folded/dropped)."""
-        sovits_copy = copy.deepcopy(sovits)
-        vocoder_copy = copy.deepcopy(vocoder)
-        sovits_copy.remove_weight_norm()
-        vocoder_copy.remove_weight_norm()
         model = cls(config)
         model.gpt.load_state_dict(gpt.state_dict())
         model.sovits.load_state_dict(
-            {k: v for k, v in sovits_copy.state_dict().items() if not k.startswith("enc_q.")}
+            {k: v for k, v in folded_state_dict(sovits).items() if not k.startswith("enc_q.")}
         )
-        model.vocoder.load_state_dict(vocoder_copy.state_dict())
+        model.vocoder.load_state_dict(folded_state_dict(vocoder))
         if ssl is not None and config.ssl.kind == "tiny":
             model.ssl.load_state_dict(ssl.state_dict())
         return model.eval()

@@ -111,6 +111,23 @@ def remove_weight_norm(root: nn.Module) -> int:
     return n
 
 
+def folded_state_dict(root: nn.Module) -> dict[str, Tensor]:
+    """`root`'s state dict with every weight-norm pair folded into a plain `weight`, as
+    `remove_weight_norm` would leave it, without touching `root`. (A deep copy cannot stand in: it
+    shares the parametrized class with the original, so folding the copy breaks the original.)"""
+    state = root.state_dict()
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("." + WN_V):
+            continue
+        if key.endswith("." + WN_G):
+            prefix = key[: -len(WN_G)]
+            out[prefix + "weight"] = torch._weight_norm(state[prefix + WN_V], value, 0).detach()
+        else:
+            out[key] = value
+    return out
+
+
 def weight_norm_prefixes(root: nn.Module) -> list[str]:
     """Dotted names of the modules under `root` whose `weight` is weight-normalised."""
     return [name for name, m in root.named_modules() if _is_weight_norm(m)]
