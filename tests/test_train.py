@@ -444,3 +444,76 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, b
     assert rows[str(recipe.run_dir)]["steps"] == 8 and rows[str(base_dir)]["steps"] is None
     assert rows["recordings"]["mel_l1"] == 0.0 and rows[str(base_dir)]["mel_l1"] > 0.0
     assert all(r["wer"] >= 0.0 and 0.0 <= r["periodicity"] <= 1.0 for r in rows.values())
+
+
+def test_codebook_refit_over_a_base_trains_a_fresh_gpt_on_the_new_tokens(
+    env: Env, base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--init BASE --codebook-size 16`: the base's SSL encoder and ssl_proj are kept, a 16-entry
+    codebook is fitted over their features, every cached token is one of its 16, the GPT (17-way
+    vocabulary) trains from scratch while SoVITS and the HiFi-GAN generator continue from the
+    base (weight-normed layers included), and the export speaks."""
+    from training.preprocess import load_item
+    from tritone.cli import main as tritone_main
+    from tritone.pipeline import Pipeline, SynthesisParams
+
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "codebook"
+    recipe.init, recipe.codebook_size = base_dir, 16
+    # another seed than the base's: a layer left at its random initialisation would differ
+    recipe.seed = recipe.ssl.seed = recipe.gpt.seed = recipe.sovits.seed = 8
+    recipe.gpt.steps = 10
+    recipe.sovits.steps, recipe.sovits.gan_start = 4, 2
+    trainer = BaseTrainer(recipe)
+    for stage in ("gpt", "sovits", "export"):
+        trainer.run(stage)
+    assert "codebook refitted" in capsys.readouterr().out
+
+    base, refit = BaseModel.load(base_dir), BaseModel.load(recipe.run_dir / "base")
+    assert base.config.sovits.codebook_size == 64
+    assert refit.config.sovits.codebook_size == 16
+    assert (refit.config.gpt.vocab_size, refit.config.gpt.eos) == (17, 16)
+    codebook = refit.sovits.quantizer.codebooks[0]
+    assert codebook.is_initialised and codebook.embed.shape == (16, base.config.sovits.ssl_dim)
+    assert torch.unique(codebook.embed, dim=0).shape[0] == 16  # k-means centroids, all distinct
+    for name, tensor in base.ssl.state_dict().items():
+        assert torch.equal(tensor, refit.ssl.state_dict()[name]), name
+    assert torch.equal(base.sovits.ssl_proj.weight, refit.sovits.ssl_proj.weight)
+    tokens = torch.cat([load_item(path)["codes"].flatten() for path in trainer.encoded().values()])
+    assert int(tokens.max()) < 16 and len(torch.unique(tokens)) > 8
+    # the GPT started fresh: it is nearer a seeded new GPT than the base's (trained 4x as long)
+    from training.common import seed_everything
+    from tritone.models.gpt import GPT
+
+    seed_everything(recipe.seed)
+    fresh = GPT(refit.config.gpt).state_dict()
+    gpt_after, gpt_before = refit.gpt.state_dict(), base.gpt.state_dict()
+    shared = [k for k in gpt_after if gpt_before[k].shape == gpt_after[k].shape]
+    to_fresh = sum(float((gpt_after[k] - fresh[k]).abs().sum()) for k in shared)
+    to_base = sum(float((gpt_after[k] - gpt_before[k]).abs().sum()) for k in shared)
+    assert to_fresh < to_base / 2, (to_fresh, to_base)
+    # every SoVITS and generator layer continued from the base, the weight-normed ones included
+    # (the bundle stores them folded; they were once left random without a word)
+    s2_before, s2_after = base.sovits.state_dict(), refit.sovits.state_dict()
+    for name in (
+        "enc_p.proj.weight",
+        "flow.flows.0.enc.in_layers.0.weight",
+        "flow.flows.0.enc.cond_layer.weight",
+    ):
+        s2_drift = (s2_after[name] - s2_before[name]).abs().mean()
+        assert s2_drift < 0.1 * s2_before[name].abs().mean(), (name, float(s2_drift))
+    voc_before, voc_after = base.vocoder.state_dict(), refit.vocoder.state_dict()
+    for name in ("ups.0.weight", "resblocks.0.convs1.0.weight", "conv_post.weight"):
+        voc_drift = (voc_after[name] - voc_before[name]).abs().mean()
+        assert voc_drift < 0.1 * voc_before[name].abs().mean(), (name, float(voc_drift))
+
+    pipe = Pipeline(refit)
+    ge = torch.randn(1, refit.config.sovits.gin_channels, 1)
+    audio = pipe.tokens_to_audio(torch.arange(16), list(range(10, 26)), ge, SynthesisParams(seed=1), 0)
+    assert audio.shape == (16 * 2 * pipe.hop,) and float(abs(audio).max()) > 0
+
+    # the command line takes the option to the recipe and refuses a codebook that cannot hold tokens
+    argv = ["train", "base", "--train-list", str(env.corpus / "train.list"), "--eval-list"]
+    argv += [str(env.corpus / "eval.list"), "--run-dir", str(env.root / "codebook-1"), "--preset", "tiny"]
+    assert tritone_main([*argv, "--codebook-size", "1", "--stage", "prep", "--no-progress"]) == 1
+    assert "at least 2 entries" in capsys.readouterr().err

@@ -250,6 +250,14 @@ def add_train_commands(subparsers: Any) -> None:
         metavar="KIND",
         help="generator kind (hifigan, spectral) instead of the preset's or --init's (its weights then start fresh)",
     )
+    base.add_argument(
+        "--codebook-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="semantic codebook entries (default: the preset's or --init's, 1024); with --init, a new "
+        "codebook is fitted by k-means over its SSL features and the GPT trains from scratch",
+    )
     base.add_argument("--stage", default="all", help="one stage, or all (default)")
     base.add_argument("--seed", type=int, default=1234)
     base.add_argument(
@@ -439,6 +447,7 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         seed=args.seed,
         init=init,
         vocoder=args.vocoder,
+        codebook_size=args.codebook_size,
         bert_dir=args.bert_dir,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,

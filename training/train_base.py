@@ -4,7 +4,9 @@ Stages (each skips what is already done; `--stage all` runs them in order):
 
     prep     stage-1 preprocessing of the train and eval lists (training/preprocess.py)
     ssl      content encoder + quantizer codebook (training/train_ssl.py); with `init`, the
-             initial base's SSL encoder, ssl_proj and codebook are kept instead
+             initial base's SSL encoder, ssl_proj and codebook are kept instead, or, with
+             `codebook_size`, its encoder and ssl_proj are kept and a new codebook of that size is
+             fitted by k-means (the GPT then starts from scratch: the tokens mean something else)
     encode   SSL features + semantic tokens for both lists (stage-2 cache)
     gpt      s1 (training/train_gpt.py)
     sovits   s2 + vocoder + discriminators (training/train_sovits.py)
@@ -57,6 +59,7 @@ class BaseRecipe:
     seed: int = 1234
     init: Path | None = None  # a base bundle to fine-tune from (e.g. an upstream import)
     vocoder: str | None = None  # another generator kind than the preset's / init's (a fresh one)
+    codebook_size: int | None = None  # a semantic codebook of this size instead of the preset's / init's
     bert_dir: str | None = None
     cache_dir: Path | None = None
     tracking_uri: str | None = None
@@ -85,7 +88,14 @@ class BaseRecipe:
             config.name = self.name
         if self.vocoder is not None:
             config = replace(config, vocoder=with_vocoder_kind(config.vocoder, self.vocoder))
+        if self.codebook_size is not None:
+            config = config.with_codebook_size(self.codebook_size)
         return config
+
+    @property
+    def refits_codebook(self) -> bool:
+        """Over `init`, a new codebook is fitted (and the GPT trained from scratch)."""
+        return self.init is not None and self.codebook_size is not None
 
 
 class BaseTrainer:
@@ -137,15 +147,16 @@ class BaseTrainer:
             if self.info.is_main:
                 from training.common import save_checkpoint
 
-                save_checkpoint(
-                    path,
-                    {
-                        "ssl": self.init_model.ssl.state_dict() if self.config.ssl.kind == "tiny" else {},
-                        "ssl_proj": self.init_model.sovits.ssl_proj.state_dict(),
-                        "quantizer": self.init_model.sovits.quantizer.state_dict(),
-                        "stats": {"from": str(self.recipe.init)},
-                    },
-                )
+                state = {
+                    "ssl": self.init_model.ssl.state_dict() if self.config.ssl.kind == "tiny" else {},
+                    "ssl_proj": self.init_model.sovits.ssl_proj.state_dict(),
+                    "quantizer": self.init_model.sovits.quantizer.state_dict(),
+                    "stats": {"from": str(self.recipe.init)},
+                }
+                if self.recipe.refits_codebook:
+                    state["quantizer"], stats = self._refit_codebook(state)
+                    state["stats"].update(stats)
+                save_checkpoint(path, state)
             ddp.barrier(self.info)
         if not ddp.broadcast_object(path.is_file(), self.info):
             tr, ev = self.items()
@@ -161,15 +172,38 @@ class BaseTrainer:
         self._ssl_state = load_ssl_stage(path)
         return self._ssl_state
 
+    def _refit_codebook(self, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+        """A codebook of `config.sovits.codebook_size` entries, k-means over the init's content
+        features (its SSL encoder and ssl_proj, as the SSL stage fits one): (quantizer state, stats)."""
+        from training.train_ssl import ContentModel, fit_codebook
+
+        ssl, sovits = self._content_modules_from(state, with_quantizer=False)
+        s2 = self.config.sovits
+        content = ContentModel(ssl, sovits.ssl_proj, s2.ssl_dim, s2.n_symbols)
+        tr, _ = self.items()
+        stats = fit_codebook(
+            content, sovits.quantizer, tr, s2.semantic_stride, self.recipe.ssl, self.recipe.progress
+        )
+        print(
+            f"codebook refitted over {self.recipe.init}: {s2.codebook_size} entries, "
+            f"{int(stats['codebook_used'])} used, perplexity {stats['codebook_perplexity']:.0f}"
+        )
+        return sovits.quantizer.state_dict(), stats
+
     def content_modules(self) -> tuple[SSLEncoder, SoVITS]:
         """The trained SSL encoder and a SoVITS holding the trained ssl_proj + codebook."""
-        st = self.ssl_stage()
+        return self._content_modules_from(self.ssl_stage())
+
+    def _content_modules_from(
+        self, st: dict[str, Any], with_quantizer: bool = True
+    ) -> tuple[SSLEncoder, SoVITS]:
         ssl = self.config.ssl.build()
         if self.config.ssl.kind == "tiny":
             ssl.load_state_dict(st["ssl"])
         sovits = SoVITS(self.config.sovits, posterior=False)
         sovits.ssl_proj.load_state_dict(st["ssl_proj"])
-        sovits.quantizer.load_state_dict(st["quantizer"])
+        if with_quantizer:
+            sovits.quantizer.load_state_dict(st["quantizer"])
         return ssl.eval(), sovits.eval()
 
     def encoded(self) -> dict[str, Path]:
@@ -199,7 +233,9 @@ class BaseTrainer:
             return path
         tr, ev = self.items()
         enc = self.encoded()
-        init = self.init_model.gpt.state_dict() if self.init_model is not None else None
+        init = None
+        if self.init_model is not None and not self.recipe.refits_codebook:
+            init = self.init_model.gpt.state_dict()
         return train_gpt(
             self.config.gpt,
             tr,
@@ -221,7 +257,10 @@ class BaseTrainer:
         enc = self.encoded()
         init_s2 = init_voc = None
         if self.init_model is not None:
-            init_s2 = self.init_model.sovits.state_dict()
+            # the codebook comes from the SSL stage (the init's, or a refitted one of another size)
+            init_s2 = {
+                k: v for k, v in self.init_model.sovits.state_dict().items() if not k.startswith("quantizer.")
+            }
             if self.init_model.config.vocoder.kind == self.config.vocoder.kind:
                 init_voc = self.init_model.vocoder.state_dict()  # else a fresh generator of the new kind
         return train_sovits(

@@ -62,6 +62,7 @@ from training.losses import (
 from training.preprocess import PrepItem, iter_batches, load_item
 from training.tracking import Tracker
 from tritone.audio.features import SpectrogramConfig, spec_to_mel
+from tritone.models.s2_modules import normalise_weight_norm_keys, weight_norm_prefixes
 from tritone.models.sovits import S2TrainOutput, SoVITS, SoVITSConfig
 from tritone.models.spectral_vocoder import SpectralVocoder
 from tritone.models.vocoders import AnyVocoder, AnyVocoderConfig, build_vocoder
@@ -261,6 +262,20 @@ def evaluate_s2(
     return {"eval_mel_l1": total / max(1, len(examples))}, first
 
 
+def load_init_weights(
+    module: nn.Module, state: dict[str, Tensor], what: str, optional: Sequence[str] = ()
+) -> None:
+    """Load a bundle's weights into a training module. Bundles store weight norm folded into
+    plain `weight`s, the training modules keep it as a parametrization: the folded tensors are
+    decomposed again (g = norm, v = weight). Every other key must match; only those under the
+    `optional` prefixes may be absent (they start fresh), so no layer is silently left random."""
+    state = normalise_weight_norm_keys(state, weight_norm_prefixes(module), f"{what} weights")
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(tuple(optional))]
+    if missing or unexpected:
+        raise KeyError(f"{what} weights do not fit the model: missing {missing}, unexpected {unexpected}")
+
+
 def train_sovits(
     sovits_config: SoVITSConfig,
     vocoder_config: AnyVocoderConfig,
@@ -301,9 +316,10 @@ def train_sovits(
         (vocoder.config.n_fft, vocoder.config.frame_hop) if isinstance(vocoder, SpectralVocoder) else (0, 0)
     )
     if init_sovits is not None:
-        sovits.load_state_dict(init_sovits, strict=False)  # released weights have no enc_q
+        # released weights have no enc_q, and the codebook comes from the SSL stage
+        load_init_weights(sovits, init_sovits, "SoVITS", optional=("enc_q.", "quantizer."))
     if init_vocoder is not None:
-        vocoder.load_state_dict(init_vocoder)
+        load_init_weights(vocoder, init_vocoder, "generator")
     sovits.ssl_proj.load_state_dict(ssl_stage["ssl_proj"])
     sovits.quantizer.load_state_dict(ssl_stage["quantizer"])
     sovits.ssl_proj.requires_grad_(False)

@@ -143,6 +143,17 @@ class BaseModelConfig:
         config = cls.demo()
         return replace(config, vocoder=with_vocoder_kind(config.vocoder, "spectral"))
 
+    def with_codebook_size(self, size: int) -> BaseModelConfig:
+        """The same model over a semantic codebook of `size` entries (the GPT's vocabulary follows:
+        `size` tokens + EOS)."""
+        if size < 2:
+            raise ValueError(f"the codebook needs at least 2 entries, got {size}")
+        return replace(
+            self,
+            sovits=replace(self.sovits, codebook_size=size),
+            gpt=replace(self.gpt, vocab_size=size + 1, eos=size),
+        )
+
     @classmethod
     def preset(cls, name: str) -> BaseModelConfig:
         presets = {
