@@ -255,6 +255,21 @@ def test_decode_latent_noise_sources() -> None:
         run(generator=[torch.Generator(), torch.Generator()])
 
 
+def test_decode_content_reads_vectors_where_decode_latent_reads_codes() -> None:
+    """The codebook's vectors through `decode_content` give `decode_latent`'s latent exactly;
+    other content (here, the vectors nudged) gives another one."""
+    model = make_tiny()
+    codes, code_lens, phones, phone_lens = _batch(_rows()[:1])
+    ge = model.ref_embedding(rand_refer())
+    eps = torch.randn(1, 8, 34, generator=torch.Generator().manual_seed(1))
+    z, mask = model.decode_latent(codes, code_lens, phones, phone_lens, ge, noise=eps)
+    vectors = model.quantizer.decode(codes[None])  # [1, ssl_dim, T25]
+    z2, mask2 = model.decode_content(vectors, code_lens, phones, phone_lens, ge, noise=eps)
+    assert torch.equal(z, z2) and torch.equal(mask, mask2)
+    z3, _ = model.decode_content(vectors + 0.5, code_lens, phones, phone_lens, ge, noise=eps)
+    assert not torch.allclose(z, z3)
+
+
 def test_stretch_time_matches_upstream_interpolate() -> None:
     x = torch.randn(1, 6, 37)
     for speed in (0.7, 0.9, 1.1, 1.5, 2.0):

@@ -377,7 +377,9 @@ def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path
         decoder_probe.main(["--corpus", str(env.corpus), "--variants", "posterior"])
 
 
-def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, base_dir: Path) -> None:
+def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
+    env: Env, base_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`--init BASE --vocoder spectral --gpt-steps 0`: the base's SSL, codebook and GPT are kept,
     SoVITS continues from the base and a fresh spectral generator trains with it; the export is
     a bundle of the spectral kind that loads and speaks."""
@@ -444,6 +446,37 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(env: Env, b
     assert rows[str(recipe.run_dir)]["steps"] == 8 and rows[str(base_dir)]["steps"] is None
     assert rows["recordings"]["mel_l1"] == 0.0 and rows[str(base_dir)]["mel_l1"] > 0.0
     assert all(r["wer"] >= 0.0 and 0.0 <= r["periodicity"] <= 1.0 for r in rows.values())
+
+    # --content: the same sentences from the unquantised features and from a k-means codebook.
+    # (The tiny generator's output hardly depends on its input, so what SoVITS reads is checked.)
+    from tritone.models.sovits import SoVITS
+
+    seen: list[torch.Tensor] = []
+    decode_content = SoVITS.decode_content
+
+    def spy(self: SoVITS, content: torch.Tensor, *args: object, **kwargs: object) -> object:
+        seen.append(content[0].T.clone())  # [T25, ssl_dim]
+        return decode_content(self, content, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SoVITS, "decode_content", spy)
+    argv = [str(base_dir), "--base", str(base_dir), "--corpus", str(env.corpus), "--voices", "2"]
+    argv += ["--per-voice", "1", "--content", "codebook", "--content", "features", "--content", "kmeans:8"]
+    assert resynthesis([*argv, "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert set(rows) == {str(base_dir), f"{base_dir} (content: features)", f"{base_dir} (content: kmeans:8)"}
+    assert len(seen) == 6  # 2 sentences x 3 kinds, in that order
+    codebook = BaseModel.load(base_dir).sovits.quantizer.codebooks[0].embed
+
+    def in_codebook(vectors: torch.Tensor) -> bool:
+        return bool((vectors[:, None, :] == codebook[None]).all(dim=2).any(dim=1).all())  # exact rows
+
+    assert all(in_codebook(v) for v in seen[:2])  # the bundle's tokens
+    assert not any(in_codebook(v) for v in seen[2:4])  # the features themselves
+    assert all(len(torch.unique(v, dim=0)) > 8 for v in seen[2:4])
+    assert all(len(torch.unique(v, dim=0)) <= 8 and not in_codebook(v) for v in seen[4:])  # 8 new entries
+    with pytest.raises(SystemExit):  # refused before any model is loaded
+        resynthesis([*argv[:9], "--content", "kmeans:1"])
+    assert "kmeans:N (N >= 2)" in capsys.readouterr().err
 
 
 def test_codebook_refit_over_a_base_trains_a_fresh_gpt_on_the_new_tokens(

@@ -154,10 +154,7 @@ class Pipeline:
         if peak < 1e-4:
             raise ValueError("reference audio is silent")
         phones = self.frontend.process(text, lang)
-        wav16 = resample(audio, sr, SSL_SAMPLE_RATE)
-        wav16 = np.concatenate([wav16, np.zeros(int(REF_PAD_SECONDS * SSL_SAMPLE_RATE), np.float32)])
-        feats = self.model.ssl(torch.from_numpy(wav16)[None])  # [1, dim, T50]
-        semantic = self.model.sovits.extract_latent(feats)[0]  # [T25]
+        semantic = self.model.sovits.extract_latent(self.ssl_features(audio, sr))[0]  # [T25]
         wav32 = torch.from_numpy(resample(audio, sr, SAMPLE_RATE))
         if peak > 1.0:  # as upstream: tame clipping-range input before the spectrogram
             wav32 = wav32 / min(2.0, peak)
@@ -170,6 +167,15 @@ class Pipeline:
             semantic=semantic.long(),
             refer_spec=spec,
         )
+
+    @torch.no_grad()
+    def ssl_features(self, audio: np.ndarray, sr: int) -> Tensor:
+        """Reference audio -> SSL features [1, dim, T50], as the voice prompt's tokens are read
+        from them (16 kHz, 0.3 s of silence appended)."""
+        wav16 = resample(audio, sr, SSL_SAMPLE_RATE)
+        wav16 = np.concatenate([wav16, np.zeros(int(REF_PAD_SECONDS * SSL_SAMPLE_RATE), np.float32)])
+        feats: Tensor = self.model.ssl(torch.from_numpy(wav16)[None])
+        return feats
 
     # -- synthesis -------------------------------------------------------------------------------
 

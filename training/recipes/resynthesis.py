@@ -3,6 +3,7 @@
     python -m training.recipes.resynthesis SOURCE... [--base demo/base] [--corpus DIR]
                                                      [--voices 6] [--per-voice 2] [--json OUT]
                                                      [--noise-scale 0.5] [--posterior]
+                                                     [--content codebook|features|kmeans:N ...]
 
 Each SOURCE is a base bundle (a folder with `manifest.json`), a `tritone train base` run folder
 (its `sovits/ckpt-latest.pt`: SoVITS and the generator as training left them, either vocoder
@@ -18,6 +19,12 @@ sentences, mel L1 to the recording, periodicity), one markdown row per source.
 spectrogram -> posterior mean -> generator (as the decoder probe scores it; bundles carry no
 posterior encoder). With a base trained by `--prior-target mean`, the two rows split the acoustic
 path's error between the generator and what the prior predicts from tokens and phones.
+
+`--content` (repeatable) says what SoVITS reads for the clip's content: `codebook` (default: the
+bundle's own tokens, as serving), `features` (`ssl_proj`'s output, not quantised at all) or
+`kmeans:N` (a codebook of N entries fitted by k-means over the training clips' features, as
+`tritone train base --codebook-size N` fits one). Each kind other than `codebook` adds a row per
+source, so one run tells what the quantisation costs the acoustic path.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,21 +90,75 @@ def load_source(source: Path, base: Any) -> tuple[Any, int | None, Any]:
     return model, int(checkpoint["step"]), sovits.enc_q.eval()
 
 
+Quantiser = Callable[[Any], Any]  # ssl_proj features [1, D, T25] -> the content SoVITS reads
+
+
+def kmeans_size(kind: str) -> int | None:
+    """N of a valid `kmeans:N` (N >= 2), None for `codebook` and `features`; raises otherwise."""
+    if kind in ("codebook", "features"):
+        return None
+    size = kind.removeprefix("kmeans:")
+    if not kind.startswith("kmeans:") or not size.isdigit() or int(size) < 2:
+        raise ValueError(f"--content must be codebook, features or kmeans:N (N >= 2), not {kind!r}")
+    return int(size)
+
+
+def content_quantiser(kind: str, model: Any, corpus: Path) -> Quantiser | None:
+    """None for `codebook` (the bundle's tokens); else what replaces them (module docstring)."""
+    size = kmeans_size(kind)
+    if kind == "codebook":
+        return None
+    if size is None:  # features
+        return lambda x: x
+    from training.data import read_list
+    from training.preprocess import PrepConfig, prepare
+    from training.train_ssl import ContentModel, SSLTrainConfig, fit_codebook
+    from tritone.models.s2_quantizer import ResidualVectorQuantizer
+
+    s2 = model.config.sovits
+    quantizer = ResidualVectorQuantizer(s2.ssl_dim, n_q=1, bins=size)
+    items, _ = prepare(read_list(corpus / "train.list").utterances, PrepConfig(), None, progress=False)
+    content = ContentModel(model.ssl, model.sovits.ssl_proj, s2.ssl_dim, s2.n_symbols)
+    fit_codebook(content, quantizer, items, s2.semantic_stride, SSLTrainConfig(), progress=False)
+    model.eval()  # fitting leaves the content modules in training mode
+    quantizer.eval()
+    return lambda x: quantizer.decode(quantizer.encode(x))
+
+
 def resynthesise(
-    model: Any, chosen: list[tuple[Any, Any]], noise_scale: float = 0.5, enc_q: Any = None
+    model: Any,
+    chosen: list[tuple[Any, Any]],
+    noise_scale: float = 0.5,
+    enc_q: Any = None,
+    quantiser: Quantiser | None = None,
 ) -> list[Any]:
     """The sentences decoded from their own tokens; with `enc_q`, from their own spectrogram's
-    posterior mean instead."""
+    posterior mean instead; with `quantiser`, from their content features quantised by it."""
     import torch
 
-    from tritone.pipeline import Pipeline, SynthesisParams
+    from tritone.pipeline import Pipeline, SynthesisParams, latent_noise
 
     pipe = Pipeline(model)
     out = []
     for i, (u, audio) in enumerate(chosen):
         voice = pipe.build_voice_prompt(audio, 32_000, u.text, u.lang)
         ge = pipe.reference_embedding(voice)
-        if enc_q is None:
+        if quantiser is not None:
+            sovits, n = model.sovits, int(voice.semantic.shape[0])
+            content = quantiser(sovits.ssl_proj(pipe.ssl_features(audio, 32_000)))[:, :, :n]
+            noise = latent_noise(i ^ 0x5EED, sovits.config.inter_channels, 2 * n)[None]  # as tokens_to_audio
+            phones = voice.phone_ids[None]
+            z, _ = sovits.decode_content(
+                content,
+                torch.tensor([n]),
+                phones,
+                torch.tensor([phones.shape[1]]),
+                ge,
+                noise_scale,
+                noise=noise,
+            )
+            wav = model.vocoder(z, ge)[0, 0]
+        elif enc_q is None:
             params = SynthesisParams(seed=i, noise_scale=noise_scale)
             wav = torch.from_numpy(
                 pipe.tokens_to_audio(voice.semantic, voice.phone_ids.tolist(), ge, params, i)
@@ -127,9 +189,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--noise-scale", type=float, default=0.5, help="the prior sample's noise scale")
     p.add_argument("--posterior", action="store_true", help="also score each run folder's posterior path")
+    p.add_argument(
+        "--content",
+        action="append",
+        default=None,
+        metavar="KIND",
+        help="codebook (default), features or kmeans:N: what SoVITS reads for the content (repeatable)",
+    )
     args = p.parse_args(argv)
     if args.noise_scale < 0:
         p.error("--noise-scale must be >= 0")
+    contents = args.content or ["codebook"]
+    for kind in contents:
+        try:
+            kmeans_size(kind)
+        except ValueError as exc:
+            p.error(str(exc))
     corpus = args.corpus or data_dir() / "demo"
     if not (corpus / "eval.list").is_file():
         p.error(f"{corpus}/eval.list not found: build the corpus with `tritone data demo`")
@@ -149,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, step, enc_q = load_source(Path(source), base)
             with torch.no_grad():
-                audio = resynthesise(model, chosen, args.noise_scale)
-                scored[source] = score_clips(audio, recordings, utterances, mel)
+                for kind in contents:
+                    quantiser = content_quantiser(kind, model, corpus)
+                    audio = resynthesise(model, chosen, args.noise_scale, quantiser=quantiser)
+                    name = source if kind == "codebook" else f"{source} (content: {kind})"
+                    scored[name] = score_clips(audio, recordings, utterances, mel)
                 if args.posterior and enc_q is not None:
                     audio = resynthesise(model, chosen, enc_q=enc_q)
                     scored[f"{source} (posterior)"] = score_clips(audio, recordings, utterances, mel)
@@ -162,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     if args.json:
-        report = {"sentences": [u.utt_id for u in utterances], "noise_scale": args.noise_scale, "rows": rows}
+        report = {
+            "sentences": [u.utt_id for u in utterances],
+            "noise_scale": args.noise_scale,
+            "content": contents,
+            "rows": rows,
+        }
         report["command"] = "python -m training.recipes.resynthesis " + " ".join(argv or sys.argv[1:])
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -339,7 +339,10 @@ class SoVITS(nn.Module):
 
     def _content(self, codes: Tensor) -> Tensor:
         """codes [n_q, B, T25] -> quantized content at SSL rate [B, ssl_dim, T25 * stride]."""
-        q = self.quantizer.decode(codes)
+        return self._to_ssl_rate(self.quantizer.decode(codes))
+
+    def _to_ssl_rate(self, q: Tensor) -> Tensor:
+        """[B, ssl_dim, T25] -> [B, ssl_dim, T25 * stride] (each vector repeated)."""
         if self.config.semantic_stride > 1:
             q = F.interpolate(q, size=q.size(2) * self.config.semantic_stride, mode="nearest")
         return q
@@ -367,9 +370,28 @@ class SoVITS(nn.Module):
         from one `generator` for the whole [B, inter, T'] draw, or from torch's global RNG (one
         `randn` of that shape, as upstream's `randn_like`). Then the flow runs in reverse.
         """
-        code_lens = code_lens.to(codes.device)
-        q = self._content(codes.unsqueeze(0))  # [B, ssl_dim, T50]
-        y_lens = code_lens * self.config.semantic_stride
+        q = self.quantizer.decode(codes.unsqueeze(0))  # [B, ssl_dim, T25]
+        return self.decode_content(q, code_lens, phones, phone_lens, ge, noise_scale, speed, generator, noise)
+
+    @torch.no_grad()
+    def decode_content(
+        self,
+        content: Tensor,
+        content_lens: Tensor,
+        phones: Tensor,
+        phone_lens: Tensor,
+        ge: Tensor,
+        noise_scale: float = 0.5,
+        speed: float = 1.0,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        noise: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """`decode_latent` from content vectors [B, ssl_dim, T25] instead of codes: the codebook's
+        vectors, or any other quantisation of `ssl_proj`'s output (the resynthesis check compares
+        them). content_lens [B]; the rest as `decode_latent`."""
+        content_lens = content_lens.to(content.device)
+        q = self._to_ssl_rate(content)
+        y_lens = content_lens * self.config.semantic_stride
         m, logs, y_mask, lengths = self.enc_p(q, y_lens, phones, phone_lens.to(phones.device), ge, speed)
         eps = self._noise(m, lengths, generator, noise)
         z_p = (m + eps * torch.exp(logs) * noise_scale) * y_mask
