@@ -73,6 +73,35 @@ def test_tiny_ssl_shapes_and_gradients() -> None:
     assert wav.grad is not None and all(p.grad is not None for p in ssl.parameters())
 
 
+def test_tiny_ssl_dilation_widens_the_context_a_frame_sees() -> None:
+    """Block i is dilated by 2^(i mod cycle): with a cycle of 4, four blocks reach 15 frames either
+    side of a frame instead of 4, at the same frame rate and parameter count."""
+    torch.manual_seed(1)
+    wav = torch.randn(1, 16000)
+    poke = wav.clone()
+    poke[0, 8000:8020] += 1.0  # 20 samples inside frame 25 (of 49)
+
+    def reach(cycle: int) -> int:
+        """How many frames apart the first and last output frame the poke moves (the norms'
+        whole-utterance statistics move every frame a little: count those moved > 10 % of most)."""
+        torch.manual_seed(0)
+        ssl = TinySSL(dim=8, channels=8, n_blocks=4, dilation_cycle=cycle).eval()
+        with torch.no_grad():
+            diff = (ssl(poke) - ssl(wav)).abs().amax(dim=1)[0]  # [T50]
+        moved = torch.nonzero(diff > 0.1 * diff.max()).flatten()
+        return int(moved.max() - moved.min())
+
+    assert [b.dilation[0] for b in TinySSL(8, 8, 6, 4).blocks] == [1, 2, 4, 8, 1, 2]
+    plain, dilated = reach(1), reach(4)
+    assert plain <= 2 * 4 and dilated >= 12, (plain, dilated)
+    assert sum(p.numel() for p in TinySSL(8, 8, 4, 4).parameters()) == sum(
+        p.numel() for p in TinySSL(8, 8, 4, 1).parameters()
+    )
+    assert TinySSL(8, 8, 4, 4)(wav).shape == (1, 8, 49)
+    with pytest.raises(ValueError, match="dilation_cycle"):
+        TinySSL(8, 8, 4, 0)
+
+
 def test_tiny_ssl_trains_with_the_quantizer() -> None:
     """A corpus without SSL weights: TinySSL -> ssl_proj -> quantizer, trained end to end."""
     cfg = dataclasses.replace(SoVITSConfig.tiny(), freeze_quantizer=False)

@@ -550,3 +550,68 @@ def test_codebook_refit_over_a_base_trains_a_fresh_gpt_on_the_new_tokens(
     argv += [str(env.corpus / "eval.list"), "--run-dir", str(env.root / "codebook-1"), "--preset", "tiny"]
     assert tritone_main([*argv, "--codebook-size", "1", "--stage", "prep", "--no-progress"]) == 1
     assert "at least 2 entries" in capsys.readouterr().err
+
+
+def test_ssl_reshape_over_a_base_trains_a_fresh_encoder_codebook_and_gpt(
+    env: Env, base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--init BASE --ssl-blocks 3 --ssl-dilation-cycle 2`: a fresh built-in SSL encoder of that
+    shape is trained with the CTC objective (ssl_proj with it), a codebook is fitted over it, the
+    GPT trains from scratch, SoVITS continues from the base reading the new content, and the
+    export records the shape and builds voice prompts with it."""
+    import numpy as np
+
+    from training.common import seed_everything
+    from training.train_ssl import SSL_FINAL, load_ssl_stage
+    from tritone.cli import main as tritone_main
+    from tritone.models.gpt import GPT
+    from tritone.pipeline import Pipeline
+
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "ssl-reshape"
+    recipe.init, recipe.ssl_blocks, recipe.ssl_dilation_cycle = base_dir, 3, 2
+    recipe.seed = recipe.ssl.seed = recipe.gpt.seed = recipe.sovits.seed = 9
+    recipe.ssl.steps, recipe.gpt.steps = 20, 10
+    recipe.sovits.steps, recipe.sovits.gan_start = 4, 2
+    trainer = BaseTrainer(recipe)
+    for stage in ("gpt", "sovits", "export"):
+        trainer.run(stage)
+
+    stage = load_ssl_stage(recipe.run_dir / "ssl" / SSL_FINAL)
+    assert stage["steps"] == 20 and "eval_per" in stage["stats"]  # trained here, not taken over
+    base, reshaped = BaseModel.load(base_dir), BaseModel.load(recipe.run_dir / "base")
+    assert (base.config.ssl.n_blocks, base.config.ssl.dilation_cycle) == (1, 1)
+    assert (reshaped.config.ssl.n_blocks, reshaped.config.ssl.dilation_cycle) == (3, 2)
+    assert [b.dilation[0] for b in reshaped.ssl.blocks] == [1, 2, 1]  # type: ignore[union-attr]
+    assert torch.equal(reshaped.sovits.ssl_proj.weight, stage["ssl_proj"]["weight"])
+    assert not torch.equal(reshaped.sovits.ssl_proj.weight, base.sovits.ssl_proj.weight)
+    codebook = reshaped.sovits.quantizer.codebooks[0].embed
+    assert torch.equal(codebook, stage["quantizer"]["layers.0.embed"])
+    assert not torch.allclose(codebook, base.sovits.quantizer.codebooks[0].embed)
+    # the GPT started fresh (nearer a seeded new GPT than the base's), SoVITS continued from the base
+    seed_everything(recipe.seed)
+    fresh = GPT(reshaped.config.gpt).state_dict()
+    gpt_after, gpt_before = reshaped.gpt.state_dict(), base.gpt.state_dict()
+    to_fresh = sum(float((gpt_after[k] - fresh[k]).abs().sum()) for k in gpt_after)
+    to_base = sum(float((gpt_after[k] - gpt_before[k]).abs().sum()) for k in gpt_after)
+    assert to_fresh < to_base / 2, (to_fresh, to_base)
+    s2_before, s2_after = base.sovits.state_dict(), reshaped.sovits.state_dict()
+    for name in ("enc_p.proj.weight", "flow.flows.0.enc.in_layers.0.weight"):
+        drift = (s2_after[name] - s2_before[name]).abs().mean()
+        assert drift < 0.1 * s2_before[name].abs().mean(), (name, float(drift))
+
+    # a voice prompt reads its tokens through the new encoder and codebook
+    audio = np.random.default_rng(0).standard_normal(4 * 16000).astype(np.float32) * 0.1
+    pipe = Pipeline(reshaped)
+    prompt = pipe.build_voice_prompt(audio, 16000, "hello world", "en")
+    with torch.no_grad():
+        feats = reshaped.ssl(torch.from_numpy(np.concatenate([audio, np.zeros(4800, np.float32)]))[None])
+        expected = reshaped.sovits.extract_latent(feats)[0].long()
+    assert torch.equal(prompt.semantic, expected)
+    base_prompt = Pipeline(base).build_voice_prompt(audio, 16000, "hello world", "en")
+    assert not torch.equal(prompt.semantic, base_prompt.semantic)
+
+    argv = ["train", "base", "--train-list", str(env.corpus / "train.list"), "--eval-list"]
+    argv += [str(env.corpus / "eval.list"), "--run-dir", str(env.root / "ssl-0"), "--preset", "tiny"]
+    assert tritone_main([*argv, "--ssl-dilation-cycle", "0", "--stage", "prep", "--no-progress"]) == 1
+    assert "dilation cycle >= 1" in capsys.readouterr().err

@@ -258,6 +258,21 @@ def add_train_commands(subparsers: Any) -> None:
         help="semantic codebook entries (default: the preset's or --init's, 1024); with --init, a new "
         "codebook is fitted by k-means over its SSL features and the GPT trains from scratch",
     )
+    base.add_argument(
+        "--ssl-blocks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="residual blocks of the built-in SSL encoder (default: the preset's or --init's); with "
+        "--init, a fresh encoder is trained, a codebook fitted over it, the GPT trained from scratch",
+    )
+    base.add_argument(
+        "--ssl-dilation-cycle",
+        type=int,
+        default=None,
+        metavar="C",
+        help="dilate the SSL encoder's block i by 2^(i mod C) (default: the preset's or --init's, 1 = none)",
+    )
     base.add_argument("--stage", default="all", help="one stage, or all (default)")
     base.add_argument("--seed", type=int, default=1234)
     base.add_argument(
@@ -448,6 +463,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         init=init,
         vocoder=args.vocoder,
         codebook_size=args.codebook_size,
+        ssl_blocks=args.ssl_blocks,
+        ssl_dilation_cycle=args.ssl_dilation_cycle,
         bert_dir=args.bert_dir,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,

@@ -6,7 +6,9 @@ Stages (each skips what is already done; `--stage all` runs them in order):
     ssl      content encoder + quantizer codebook (training/train_ssl.py); with `init`, the
              initial base's SSL encoder, ssl_proj and codebook are kept instead, or, with
              `codebook_size`, its encoder and ssl_proj are kept and a new codebook of that size is
-             fitted by k-means (the GPT then starts from scratch: the tokens mean something else)
+             fitted by k-means, or, with `ssl_blocks` / `ssl_dilation_cycle`, a fresh built-in
+             encoder of that shape is trained (in both, the GPT then starts from scratch: the
+             tokens mean something else)
     encode   SSL features + semantic tokens for both lists (stage-2 cache)
     gpt      s1 (training/train_gpt.py)
     sovits   s2 + vocoder + discriminators (training/train_sovits.py)
@@ -60,6 +62,8 @@ class BaseRecipe:
     init: Path | None = None  # a base bundle to fine-tune from (e.g. an upstream import)
     vocoder: str | None = None  # another generator kind than the preset's / init's (a fresh one)
     codebook_size: int | None = None  # a semantic codebook of this size instead of the preset's / init's
+    ssl_blocks: int | None = None  # a built-in SSL encoder this deep instead of the preset's / init's
+    ssl_dilation_cycle: int | None = None  # ... with its blocks dilated in cycles of this length
     bert_dir: str | None = None
     cache_dir: Path | None = None
     tracking_uri: str | None = None
@@ -90,12 +94,28 @@ class BaseRecipe:
             config = replace(config, vocoder=with_vocoder_kind(config.vocoder, self.vocoder))
         if self.codebook_size is not None:
             config = config.with_codebook_size(self.codebook_size)
+        if self.reshapes_ssl:
+            config = config.with_ssl_shape(self.ssl_blocks, self.ssl_dilation_cycle)
         return config
 
     @property
+    def reshapes_ssl(self) -> bool:
+        return self.ssl_blocks is not None or self.ssl_dilation_cycle is not None
+
+    @property
+    def retrains_ssl(self) -> bool:
+        """Over `init`, a fresh SSL encoder is trained (new content, so a new codebook and GPT)."""
+        return self.init is not None and self.reshapes_ssl
+
+    @property
     def refits_codebook(self) -> bool:
-        """Over `init`, a new codebook is fitted (and the GPT trained from scratch)."""
-        return self.init is not None and self.codebook_size is not None
+        """Over `init`, a new codebook is fitted over its SSL encoder (and the GPT trained from scratch)."""
+        return self.init is not None and self.codebook_size is not None and not self.reshapes_ssl
+
+    @property
+    def new_tokens(self) -> bool:
+        """Over `init`, the semantic tokens change meaning: the init's GPT cannot be continued."""
+        return self.refits_codebook or self.retrains_ssl
 
 
 class BaseTrainer:
@@ -143,14 +163,15 @@ class BaseTrainer:
             return self._ssl_state
         path = self.run_dir / "ssl" / SSL_FINAL
         # decided on rank 0 alone: the others must not see the file appear half-way through
-        if self.init_model is not None and not ddp.broadcast_object(path.is_file(), self.info):
+        init = None if self.recipe.retrains_ssl else self.init_model
+        if init is not None and not ddp.broadcast_object(path.is_file(), self.info):
             if self.info.is_main:
                 from training.common import save_checkpoint
 
                 state = {
-                    "ssl": self.init_model.ssl.state_dict() if self.config.ssl.kind == "tiny" else {},
-                    "ssl_proj": self.init_model.sovits.ssl_proj.state_dict(),
-                    "quantizer": self.init_model.sovits.quantizer.state_dict(),
+                    "ssl": init.ssl.state_dict() if self.config.ssl.kind == "tiny" else {},
+                    "ssl_proj": init.sovits.ssl_proj.state_dict(),
+                    "quantizer": init.sovits.quantizer.state_dict(),
                     "stats": {"from": str(self.recipe.init)},
                 }
                 if self.recipe.refits_codebook:
@@ -234,7 +255,7 @@ class BaseTrainer:
         tr, ev = self.items()
         enc = self.encoded()
         init = None
-        if self.init_model is not None and not self.recipe.refits_codebook:
+        if self.init_model is not None and not self.recipe.new_tokens:
             init = self.init_model.gpt.state_dict()
         return train_gpt(
             self.config.gpt,
@@ -257,7 +278,8 @@ class BaseTrainer:
         enc = self.encoded()
         init_s2 = init_voc = None
         if self.init_model is not None:
-            # the codebook comes from the SSL stage (the init's, or a refitted one of another size)
+            # ssl_proj and the codebook come from the SSL stage (the init's, a refitted codebook, or
+            # a newly trained encoder's); the rest learns to read the new content from here
             init_s2 = {
                 k: v for k, v in self.init_model.sovits.state_dict().items() if not k.startswith("quantizer.")
             }

@@ -50,6 +50,7 @@ class SSLConfig:
     dim: int = 768
     channels: int = 128
     n_blocks: int = 2
+    dilation_cycle: int = 1  # block i dilated by 2 ** (i % cycle); 1 = none (TinySSL)
     hubert_dir: str | None = None
 
     def build(self) -> SSLEncoder:
@@ -59,7 +60,7 @@ class SSLConfig:
             return HubertSSL.from_dir(self.hubert_dir)
         if self.kind != "tiny":
             raise ValueError(f"unknown SSL kind {self.kind!r} (tiny, hubert)")
-        return TinySSL(self.dim, self.channels, self.n_blocks)
+        return TinySSL(self.dim, self.channels, self.n_blocks, self.dilation_cycle)
 
 
 @dataclass
@@ -153,6 +154,23 @@ class BaseModelConfig:
             sovits=replace(self.sovits, codebook_size=size),
             gpt=replace(self.gpt, vocab_size=size + 1, eos=size),
         )
+
+    def with_ssl_shape(
+        self, n_blocks: int | None = None, dilation_cycle: int | None = None
+    ) -> BaseModelConfig:
+        """The same model over a built-in SSL encoder of another depth / dilation (None keeps it)."""
+        if self.ssl.kind != "tiny":
+            raise ValueError(f"only the built-in SSL encoder can be reshaped, this one is {self.ssl.kind!r}")
+        ssl = replace(
+            self.ssl,
+            n_blocks=self.ssl.n_blocks if n_blocks is None else n_blocks,
+            dilation_cycle=self.ssl.dilation_cycle if dilation_cycle is None else dilation_cycle,
+        )
+        if ssl.n_blocks < 0 or ssl.dilation_cycle < 1:
+            raise ValueError(
+                f"SSL blocks must be >= 0 and the dilation cycle >= 1, got {ssl.n_blocks}, {ssl.dilation_cycle}"
+            )
+        return replace(self, ssl=ssl)
 
     @classmethod
     def preset(cls, name: str) -> BaseModelConfig:

@@ -96,17 +96,28 @@ class TinySSL(SSLEncoder):
 
     wav [B, T] -> 7 strided convs (HuBERT kernels/strides, GroupNorm after the first, GELU)
     -> `n_blocks` residual convs (k=3) at 50 Hz -> LayerNorm -> 1x1 conv to `dim`.
+
+    Block i is dilated by 2 ** (i % dilation_cycle): a cycle of 1 (no dilation) sees 25 ms + 40 ms
+    a block; a cycle of 4 widens each group of four blocks to 600 ms of context, which phones
+    need (coarticulation, the next syllable) and which HuBERT gets from its transformer.
     """
 
-    def __init__(self, dim: int = 768, channels: int = 128, n_blocks: int = 2) -> None:
+    def __init__(
+        self, dim: int = 768, channels: int = 128, n_blocks: int = 2, dilation_cycle: int = 1
+    ) -> None:
         super().__init__()
+        if dilation_cycle < 1:
+            raise ValueError(f"dilation_cycle must be >= 1, got {dilation_cycle}")
         self.dim = dim
         convs = []
         for i, (k, s) in enumerate(zip(HUBERT_CONV_KERNELS, HUBERT_CONV_STRIDES)):
             convs.append(nn.Conv1d(1 if i == 0 else channels, channels, k, s, bias=False))
         self.convs = nn.ModuleList(convs)
         self.norm0 = nn.GroupNorm(channels, channels)
-        self.blocks = nn.ModuleList(nn.Conv1d(channels, channels, 3, padding=1) for _ in range(n_blocks))
+        dilations = [2 ** (i % dilation_cycle) for i in range(n_blocks)]
+        self.blocks = nn.ModuleList(
+            nn.Conv1d(channels, channels, 3, padding=d, dilation=d) for d in dilations
+        )
         self.norm = nn.LayerNorm(channels)
         self.proj = nn.Conv1d(channels, dim, 1)
 
