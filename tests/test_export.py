@@ -317,3 +317,24 @@ def test_gpu_runtimes_refuse_to_start_without_a_gpu(build_dir: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match="no TensorRT engines"):
         TensorRTRuntime(build_dir)
+
+
+def test_a_dilated_ssl_encoder_exports_with_parity_and_tensorrt_ops(tmp_path: Path) -> None:
+    """`--ssl-dilation-cycle` changes the `ssl` graph (dilated convolutions): ONNX Runtime
+    matches PyTorch on it at several lengths, and TensorRT has every operator it uses."""
+    from build.export import export_graphs
+    from tritone.models.base import BaseModel, BaseModelConfig
+
+    model = BaseModel.random(BaseModelConfig.tiny().with_ssl_shape(3, 3), seed=2).eval()
+    assert [b.dilation[0] for b in model.ssl.blocks] == [1, 2, 4]  # type: ignore[union-attr]
+    manifest = export_graphs(model, tmp_path, graphs=["ssl"], bank_size=2, max_rank=4)
+    parity = manifest["graphs"]["ssl"]["parity"]
+    assert parity["ok"] and parity["max_abs"] <= ATOL
+    assert check_file(tmp_path / "ssl.onnx") == []
+    modules, bank = graph_modules(model, DEFAULT_TARGETS, 2, 4)
+    fill_bank(bank, seed=5)
+    for samples in (3200, 12800):
+        result = check_graph(
+            modules["ssl"], tmp_path / "ssl.onnx", bank, model.config, 7, {"batch": 2, "samples": samples}
+        )
+        assert result.ok and result.max_abs <= ATOL, (samples, result.max_abs)
