@@ -98,8 +98,8 @@ class TinySSL(SSLEncoder):
     -> `n_blocks` residual convs (k=3) at 50 Hz -> LayerNorm -> 1x1 conv to `dim`.
 
     Block i is dilated by 2 ** (i % dilation_cycle): a cycle of 1 (no dilation) sees 25 ms + 40 ms
-    a block; a cycle of 4 widens each group of four blocks to 600 ms of context, which phones
-    need (coarticulation, the next syllable) and which HuBERT gets from its transformer.
+    a block; a cycle of 4 widens each group of four blocks to 600 ms of context, nearer what
+    HuBERT's transformer sees (on the demo it did not lower the phone error rate: QUALITY.md §4).
     """
 
     def __init__(
