@@ -615,3 +615,40 @@ def test_ssl_reshape_over_a_base_trains_a_fresh_encoder_codebook_and_gpt(
     argv += [str(env.corpus / "eval.list"), "--run-dir", str(env.root / "ssl-0"), "--preset", "tiny"]
     assert tritone_main([*argv, "--ssl-dilation-cycle", "0", "--stage", "prep", "--no-progress"]) == 1
     assert "dilation cycle >= 1" in capsys.readouterr().err
+
+
+def test_gpt_from_scratch_over_a_base_with_the_guided_attention_loss(
+    env: Env, base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--init BASE --gpt-from-scratch --gpt-align-weight 1`: the GPT trains from random weights
+    over the base's own tokens, with the guided-attention loss, and MLflow tracks its alignment."""
+    from training.common import load_checkpoint, seed_everything
+    from training.train_gpt import GPT_FINAL
+    from tritone.cli import main as tritone_main
+    from tritone.models.gpt import GPT
+
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "gpt-scratch"
+    recipe.init, recipe.gpt_from_scratch = base_dir, True
+    recipe.seed = recipe.gpt.seed = 11
+    recipe.gpt.steps, recipe.gpt.align_weight = 10, 1.0
+    BaseTrainer(recipe).run("gpt")
+
+    result = load_checkpoint(recipe.run_dir / "gpt" / GPT_FINAL)
+    assert result is not None
+    base = BaseModel.load(base_dir)
+    seed_everything(recipe.seed)
+    fresh = GPT(base.config.gpt).state_dict()
+    after, before = result["model"], base.gpt.state_dict()
+    to_fresh = sum(float((after[k] - fresh[k]).abs().sum()) for k in after)
+    to_base = sum(float((after[k] - before[k]).abs().sum()) for k in after)
+    assert to_fresh < to_base / 2, (to_fresh, to_base)
+    stats = result["stats"]
+    assert 0 < stats["eval_align_best"] <= stats["eval_align_cost"] < 1
+    assert len(_history(env.uri, "tritone-train-gpt", "align_cost")) == 2  # logged every 5 of 10 steps
+    assert _history(env.uri, "tritone-train-gpt", "eval_align_best")
+
+    argv = ["train", "base", "--train-list", str(env.corpus / "train.list"), "--eval-list"]
+    argv += [str(env.corpus / "eval.list"), "--run-dir", str(env.root / "gpt-bad"), "--preset", "tiny"]
+    assert tritone_main([*argv, "--gpt-align-weight", "-1", "--stage", "prep", "--no-progress"]) == 1
+    assert "align_weight must be >= 0" in capsys.readouterr().err

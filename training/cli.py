@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,23 @@ def add_train_commands(subparsers: Any) -> None:
     base.add_argument("--bert-dir", default=None, help="Chinese BERT directory (zh BERT features)")
     base.add_argument("--ssl-steps", type=int, default=None)
     base.add_argument("--gpt-steps", type=int, default=None)
+    base.add_argument(
+        "--gpt-from-scratch",
+        action="store_true",
+        help="with --init: train the GPT from random weights over the init's tokens (SoVITS still continues)",
+    )
+    base.add_argument(
+        "--gpt-align-weight",
+        type=float,
+        default=None,
+        help="weight of the GPT's guided-attention loss (text attention pulled to the diagonal; default 0 = off)",
+    )
+    base.add_argument(
+        "--gpt-align-heads",
+        type=int,
+        default=None,
+        help="how many heads of every GPT layer the guided-attention loss guides (default 1)",
+    )
     base.add_argument("--sovits-steps", type=int, default=None)
     base.add_argument(
         "--gan-start", type=int, default=None, help="SoVITS steps before the discriminators join"
@@ -465,6 +483,7 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         codebook_size=args.codebook_size,
         ssl_blocks=args.ssl_blocks,
         ssl_dilation_cycle=args.ssl_dilation_cycle,
+        gpt_from_scratch=args.gpt_from_scratch,
         bert_dir=args.bert_dir,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,
@@ -475,6 +494,10 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.ssl.steps = args.ssl_steps
     if args.gpt_steps is not None:
         recipe.gpt.steps = args.gpt_steps
+    if args.gpt_align_weight is not None:
+        recipe.gpt = replace(recipe.gpt, align_weight=args.gpt_align_weight)  # replace() validates
+    if args.gpt_align_heads is not None:
+        recipe.gpt = replace(recipe.gpt, align_heads=args.gpt_align_heads)
     if args.sovits_steps is not None:
         recipe.sovits.steps = args.sovits_steps
     if args.gan_start is not None:

@@ -64,6 +64,7 @@ class BaseRecipe:
     codebook_size: int | None = None  # a semantic codebook of this size instead of the preset's / init's
     ssl_blocks: int | None = None  # a built-in SSL encoder this deep instead of the preset's / init's
     ssl_dilation_cycle: int | None = None  # ... with its blocks dilated in cycles of this length
+    gpt_from_scratch: bool = False  # over `init`, train the GPT from random weights, not on from init's
     bert_dir: str | None = None
     cache_dir: Path | None = None
     tracking_uri: str | None = None
@@ -255,7 +256,7 @@ class BaseTrainer:
         tr, ev = self.items()
         enc = self.encoded()
         init = None
-        if self.init_model is not None and not self.recipe.new_tokens:
+        if self.init_model is not None and not (self.recipe.new_tokens or self.recipe.gpt_from_scratch):
             init = self.init_model.gpt.state_dict()
         return train_gpt(
             self.config.gpt,

@@ -8,6 +8,13 @@ come first and the model continues them (`tritone.pipeline`).
 
 From scratch (the demo) or fine-tuned from an upstream s1 checkpoint (`init` = a base model
 directory whose GPT is loaded first). Resumable; MLflow logs loss, top-3 accuracy, learning rate.
+
+Optionally (`align_weight` > 0) a guided-attention loss (Tachibana et al., 2017, for DCTTS) pulls
+the text attention of the first `align_heads` heads of every layer towards the diagonal: audio
+position t of Ty should look at phones near t/Ty of the text. Speech reads its text in order,
+so a near-diagonal alignment is what a working model ends up with; on a small corpus it may
+never find it from the next-token loss alone. `eval_align_cost` (the guided heads) and
+`eval_align_best` (the most diagonal head of all) measure it at every evaluation.
 """
 
 from __future__ import annotations
@@ -57,6 +64,17 @@ class GPTTrainConfig:
     ckpt_every: int = 250
     threads: int | None = None
     device: str = "auto"  # training/ddp.py: auto | cpu | cuda
+    align_weight: float = 0.0  # guided-attention loss weight; 0 = off (upstream has none)
+    align_heads: int = 1  # the first heads of every layer that the loss guides
+    align_width: float = 0.2  # the diagonal band's width, as a share of both lengths (DCTTS: 0.2)
+
+    def __post_init__(self) -> None:
+        if self.align_weight < 0:
+            raise ValueError(f"align_weight must be >= 0, got {self.align_weight}")
+        if self.align_heads < 1:
+            raise ValueError(f"align_heads must be >= 1, got {self.align_heads}")
+        if not 0 < self.align_width <= 1:
+            raise ValueError(f"align_width must be in (0, 1], got {self.align_width}")
 
 
 @dataclass
@@ -94,40 +112,96 @@ def collate(examples: Sequence[GPTExample], bert_dim: int) -> tuple[Tensor, Tens
     return phones, phone_lens, bert, codes, code_lens
 
 
-class GPTLoss(nn.Module):
-    """Wraps the GPT so DDP sees one forward: masked next-token cross-entropy + top-3 accuracy."""
+def diagonal_attention_cost(probs: Tensor, phone_lens: Tensor, code_lens: Tensor, width: float) -> Tensor:
+    """Guided-attention cost of text attention maps: 0 on the diagonal, towards 1 far from it.
 
-    def __init__(self, gpt: GPT) -> None:
+    probs [B, H, Ty, Tx] (each audio position's distribution over phones), phone_lens [B],
+    code_lens [B] -> [B, H]: per row and head, the mean over the row's audio positions of
+    sum_n probs[t, n] * (1 - exp(-(n / Nx - t / Ny)^2 / (2 width^2))).
+    """
+    Ty, Tx = probs.shape[-2:]
+    device = probs.device
+    t = torch.arange(Ty, device=device).unsqueeze(0) / code_lens.clamp(min=1).unsqueeze(1)  # [B, Ty]
+    n = torch.arange(Tx, device=device).unsqueeze(0) / phone_lens.clamp(min=1).unsqueeze(1)  # [B, Tx]
+    penalty = 1.0 - torch.exp(-((n.unsqueeze(1) - t.unsqueeze(2)) ** 2) / (2.0 * width**2))  # [B, Ty, Tx]
+    per_position = (probs * penalty.unsqueeze(1)).sum(-1)  # [B, H, Ty]
+    valid = (torch.arange(Ty, device=device).unsqueeze(0) < code_lens.unsqueeze(1)).to(probs.dtype)
+    return (per_position * valid.unsqueeze(1)).sum(-1) / valid.sum(-1, keepdim=True).clamp(min=1)
+
+
+class GPTLoss(nn.Module):
+    """Wraps the GPT so DDP sees one forward: masked next-token cross-entropy (+ the weighted
+    guided-attention cost when `align_weight` > 0), top-3 accuracy and the guided heads' cost."""
+
+    def __init__(
+        self, gpt: GPT, align_weight: float = 0.0, align_heads: int = 1, align_width: float = 0.2
+    ) -> None:
         super().__init__()
         self.gpt = gpt
+        self.align_weight = align_weight
+        self.align_heads = min(align_heads, gpt.config.n_head)
+        self.align_width = align_width
 
     def forward(
         self, phones: Tensor, phone_lens: Tensor, bert: Tensor, codes: Tensor, code_lens: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        logits, targets = self.gpt(phones, phone_lens, bert, codes, code_lens)
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (loss [], top-3 accuracy [] and alignment cost [] of the guided heads, both without grad)"""
+        logits, targets, attention = self.gpt.forward_with_text_attention(
+            phones, phone_lens, bert, codes, code_lens
+        )
         positions = torch.arange(codes.shape[1], device=codes.device)
         valid = positions.unsqueeze(0) < code_lens.unsqueeze(1)  # [B, Ty]
         ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         loss = (ce * valid).sum() / valid.sum().clamp(min=1)
+        guided = torch.stack(
+            [
+                diagonal_attention_cost(p[:, : self.align_heads], phone_lens, code_lens, self.align_width)
+                for p in attention
+            ]
+        ).mean()
+        if self.align_weight > 0:
+            loss = loss + self.align_weight * guided
         masked_targets = targets.masked_fill(~valid, self.gpt.config.eos)
         acc = topk_accuracy(logits.detach(), masked_targets, 3, ignore_index=self.gpt.config.eos)
-        return loss, acc
+        return loss, acc, guided.detach()
 
 
 @torch.no_grad()
 def evaluate_gpt(model: GPTLoss, examples: Sequence[GPTExample], bert_dim: int) -> dict[str, float]:
+    """Held-out next-token loss (without the alignment term), top-3 accuracy, the guided heads'
+    alignment cost and the lowest cost of any head (a diagonal head the loss did not guide)."""
     model.eval()
+    gpt = model.gpt
     device = next(model.parameters()).device
     total_loss = total_acc = 0.0
+    head_costs = torch.zeros(gpt.config.n_layer, gpt.config.n_head)
     n = 0
     for start in range(0, len(examples), 16):
         batch = examples[start : start + 16]
-        loss, acc = model(*to_device(collate(batch, bert_dim), device))
+        phones, phone_lens, bert, codes, code_lens = to_device(collate(batch, bert_dim), device)
+        logits, targets, attention = gpt.forward_with_text_attention(
+            phones, phone_lens, bert, codes, code_lens
+        )
+        valid = torch.arange(codes.shape[1], device=device).unsqueeze(0) < code_lens.unsqueeze(1)
+        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        loss = (ce * valid).sum() / valid.sum().clamp(min=1)
+        masked_targets = targets.masked_fill(~valid, gpt.config.eos)
+        acc = topk_accuracy(logits, masked_targets, 3, ignore_index=gpt.config.eos)
+        for layer, probs in enumerate(attention):
+            head_costs[layer] += (
+                diagonal_attention_cost(probs, phone_lens, code_lens, model.align_width).sum(0).cpu()
+            )
         total_loss += float(loss) * len(batch)
         total_acc += float(acc) * len(batch)
         n += len(batch)
     model.train()
-    return {"eval_loss": total_loss / max(1, n), "eval_top3_acc": total_acc / max(1, n)}
+    head_costs /= max(1, n)
+    return {
+        "eval_loss": total_loss / max(1, n),
+        "eval_top3_acc": total_acc / max(1, n),
+        "eval_align_cost": float(head_costs[:, : model.align_heads].mean()),
+        "eval_align_best": float(head_costs.min()),
+    }
 
 
 def train_gpt(
@@ -154,7 +228,7 @@ def train_gpt(
     if init_state is not None:
         gpt.load_state_dict(init_state)
     gpt.to(info.device)
-    model = GPTLoss(gpt)
+    model = GPTLoss(gpt, cfg.align_weight, cfg.align_heads, cfg.align_width)
     opt = torch.optim.AdamW(gpt.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     examples = load_examples(items, encoded, progress and info.is_main)
     eval_examples = load_examples(eval_items, eval_encoded, False) if info.is_main else []
@@ -189,7 +263,7 @@ def train_gpt(
     per_epoch = max(1, sum(lengths) // cfg.max_tokens)
     epoch = step // per_epoch
     bar = tqdm(total=cfg.steps, initial=step, desc="gpt", disable=not (progress and info.is_main))
-    t0, run_loss, run_acc, seen = time.time(), 0.0, 0.0, 0
+    t0, run_loss, run_acc, run_align, seen = time.time(), 0.0, 0.0, 0.0, 0
     best: dict[str, float] = {}
     while step < cfg.steps:
         for idx in iter_batches(
@@ -200,7 +274,7 @@ def train_gpt(
             lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
             set_lr(opt, lr)
             batch = collate([examples[i] for i in idx], gpt_config.bert_dim)
-            loss, acc = net(*to_device(batch, info.device))
+            loss, acc, align = net(*to_device(batch, info.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gn = float(nn.utils.clip_grad_norm_(gpt.parameters(), 1.0))
@@ -208,12 +282,14 @@ def train_gpt(
             step += 1
             run_loss += float(loss.detach())
             run_acc += float(acc)
+            run_align += float(align)
             seen += 1
             bar.update(1)
             if step % cfg.log_every == 0:
                 metrics = {
                     "loss": ddp.all_mean(run_loss / seen, info),
                     "top3_acc": ddp.all_mean(run_acc / seen, info),
+                    "align_cost": ddp.all_mean(run_align / seen, info),
                     "lr": lr,
                     "grad_norm": gn,
                     "epoch": float(epoch),
@@ -221,7 +297,7 @@ def train_gpt(
                 }
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['top3_acc']:.3f}")
                 tracker.log_metrics(metrics, step)
-                t0, run_loss, run_acc, seen = time.time(), 0.0, 0.0, 0
+                t0, run_loss, run_acc, run_align, seen = time.time(), 0.0, 0.0, 0.0, 0
             if info.is_main and (step % cfg.eval_every == 0 or step == cfg.steps) and eval_examples:
                 best = evaluate_gpt(model, eval_examples, gpt_config.bert_dim)
                 tracker.log_metrics(best, step)

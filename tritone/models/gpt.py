@@ -238,6 +238,22 @@ class Block(nn.Module):
         q, k, v = self.self_attn.qkv(x)
         return self._finish(x, self.self_attn.attend(q, k, v, mask)), k, v
 
+    def forward_text_attention(
+        self, x: Tensor, mask: Tensor, text_len: int, text_valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """As `forward`, and where each audio position looks in the text (for alignment losses).
+
+        x [B, Tx + Ty, d], mask [B, 1, S, S], text_valid [B, Tx]
+        -> (x [B, S, d], probs [B, H, Ty, Tx]: each head's softmax over the valid text keys alone)
+
+        The real attention also spreads over audio keys; renormalising over the text keys gives a
+        distribution over phones per audio position whatever share of the attention text gets.
+        """
+        q, k, v = self.self_attn.qkv(x)
+        scores = q[:, :, text_len:] @ k[:, :, :text_len].transpose(-1, -2) / math.sqrt(q.shape[-1])
+        scores = scores.masked_fill(~text_valid[:, None, None, :], float("-inf"))
+        return self._finish(x, self.self_attn.attend(q, k, v, mask)), scores.softmax(dim=-1)
+
     def step(
         self, x: Tensor, k_cache: Tensor, v_cache: Tensor, write_pos: Tensor, mask: Tensor, inplace: bool
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -548,6 +564,25 @@ class GPT(nn.Module):
         t+1, and EOS after a row's last token and at its padding (upstream includes the padding
         positions in its loss).
         """
+        logits, targets, _ = self._teacher_forced(phones, phone_lens, bert, semantic, semantic_lens, False)
+        return logits, targets
+
+    def forward_with_text_attention(
+        self, phones: Tensor, phone_lens: Tensor, bert: Tensor, semantic: Tensor, semantic_lens: Tensor
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """`forward`, plus every layer's text attention of the audio positions
+        (`Block.forward_text_attention`): -> (logits, targets, [n_layer x probs [B, H, Ty, Tx]])"""
+        return self._teacher_forced(phones, phone_lens, bert, semantic, semantic_lens, True)
+
+    def _teacher_forced(
+        self,
+        phones: Tensor,
+        phone_lens: Tensor,
+        bert: Tensor,
+        semantic: Tensor,
+        semantic_lens: Tensor,
+        text_attention: bool,
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
         B, Tx = phones.shape
         Ty = semantic.shape[1]
         if Ty < 1:
@@ -568,11 +603,17 @@ class GPT(nn.Module):
         i = torch.arange(Tx + Ty, device=device).unsqueeze(1)  # [S, 1] query
         j = torch.arange(Tx + Ty, device=device).unsqueeze(0)  # [1, S] key
         structure = (j < Tx) | ((i >= Tx) & (j <= i))  # [S, S]
-        key_valid = torch.cat([torch.arange(Tx, device=device) < phone_lens.unsqueeze(1), ~y_pad], dim=1)
+        text_valid = torch.arange(Tx, device=device) < phone_lens.unsqueeze(1)  # [B, Tx]
+        key_valid = torch.cat([text_valid, ~y_pad], dim=1)
         mask = (structure.unsqueeze(0) & key_valid.unsqueeze(1)).unsqueeze(1)  # [B, 1, S, S]
-        for block in self.layers:
-            h, _, _ = block(h, mask)
-        return self.ar_predict_layer(h[:, Tx:]), targets
+        attention: list[Tensor] = []
+        for block in self.blocks():
+            if text_attention:
+                h, probs = block.forward_text_attention(h, mask, Tx, text_valid)
+                attention.append(probs)
+            else:
+                h, _, _ = block(h, mask)
+        return self.ar_predict_layer(h[:, Tx:]), targets, attention
 
     def loss(
         self,
