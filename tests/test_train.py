@@ -652,3 +652,32 @@ def test_gpt_from_scratch_over_a_base_with_the_guided_attention_loss(
     argv += [str(env.corpus / "eval.list"), "--run-dir", str(env.root / "gpt-bad"), "--preset", "tiny"]
     assert tritone_main([*argv, "--gpt-align-weight", "-1", "--stage", "prep", "--no-progress"]) == 1
     assert "align_weight must be >= 0" in capsys.readouterr().err
+
+
+def test_token_probe_scores_true_and_generated_tokens(
+    env: Env, base_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m training.recipes.token_probe BASE...`: trains the probe on the corpus's tokens,
+    scores true and zero-shot tokens per base, and refuses bases whose tokens differ."""
+    import json
+
+    from training.recipes.token_probe import main as probe_main
+
+    out = tmp_path / "probe.json"
+    argv = [str(base_dir), str(base_dir), "--corpus", str(env.corpus), "--steps", "20", "--no-progress"]
+    assert probe_main([*argv, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    sources = [r["source"] for r in report["rows"]]
+    assert sources[:2] == ["training speakers, true tokens", "flite_rms, true tokens"]
+    assert len(sources) == 6 and all(str(base_dir) in s for s in sources[2:])
+    assert "teacher-forced" in sources[2] and "zero-shot" in sources[3]
+    assert all(r["n"] > 0 and r["per"] >= 0 for r in report["rows"])
+    assert report["rows"][3]["per"] == report["rows"][5]["per"]  # same base, same seed, same tokens
+    assert len(report["loss_every_100_steps"]) == 1
+    assert "| flite_rms, true tokens |" in capsys.readouterr().out
+
+    other = BaseModel.load(base_dir)
+    other.sovits.quantizer.codebooks[0].embed.add_(0.1)
+    other.save(tmp_path / "other")
+    assert probe_main([str(base_dir), str(tmp_path / "other"), "--corpus", str(env.corpus)]) == 1
+    assert "differ in SSL encoder or codebook" in capsys.readouterr().err

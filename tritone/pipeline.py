@@ -224,15 +224,23 @@ class Pipeline:
         return z  # [1, inter, frames]
 
     @torch.no_grad()
+    def generate_tokens(
+        self, text: str, lang: str, voice: VoicePrompt, params: SynthesisParams | None = None
+    ) -> tuple[list[PhoneSequence], list[Tensor]]:
+        """The GPT half of `synthesize`: text -> its segments and each one's semantic tokens [n]."""
+        params = (params or SynthesisParams()).resolved()
+        segments = self.frontend.segments(text, lang, params.split)
+        return segments, self.model.gpt.generate(self._requests(segments, voice, params))
+
+    @torch.no_grad()
     def synthesize(
         self, text: str, lang: str, voice: VoicePrompt, params: SynthesisParams | None = None
     ) -> np.ndarray:
         """Text → 32 kHz float32 audio in the voice of `voice`."""
         params = (params or SynthesisParams()).resolved()
         assert params.seed is not None
-        segments = self.frontend.segments(text, lang, params.split)
+        segments, token_lists = self.generate_tokens(text, lang, voice, params)
         ge = self.reference_embedding(voice)
-        token_lists = self.model.gpt.generate(self._requests(segments, voice, params))
         pieces = []
         for i, (seg, tokens) in enumerate(zip(segments, token_lists)):
             if i:
