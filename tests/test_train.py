@@ -681,3 +681,28 @@ def test_token_probe_scores_true_and_generated_tokens(
     other.save(tmp_path / "other")
     assert probe_main([str(base_dir), str(tmp_path / "other"), "--corpus", str(env.corpus)]) == 1
     assert "differ in SSL encoder or codebook" in capsys.readouterr().err
+
+
+def test_eval_sampling_settings_reach_the_gpt(
+    env: Env, base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tritone eval --top-k/--temperature`: the clones are synthesised with those GPT settings,
+    and bad settings are refused before any work."""
+    import numpy as np
+
+    from training.evaluate import load_model, pipeline_synth
+    from tritone.cli import main as tritone_main
+
+    pipe, _ = load_model(base_dir)
+    audio = np.random.default_rng(0).standard_normal(4 * 32000).astype(np.float32) * 0.1
+    voice = pipe.build_voice_prompt(audio, 32000, "hello world", "en")
+    served = pipeline_synth(pipe, voice, seed=3, max_new_tokens=40)("the blue door", "en")
+    again = pipeline_synth(pipe, voice, seed=3, max_new_tokens=40)("the blue door", "en")
+    greedy = pipeline_synth(pipe, voice, seed=3, max_new_tokens=40, top_k=1)("the blue door", "en")
+    assert np.array_equal(served, again)
+    assert served.shape != greedy.shape or not np.allclose(served, greedy)
+
+    argv = ["eval", "--base", str(base_dir), "--list", str(env.corpus / "heldout_eval.list")]
+    argv += ["--enrol-list", str(env.corpus / "heldout_train.list"), "--speaker", "flite_rms"]
+    assert tritone_main([*argv, "--temperature", "0"]) == 1
+    assert "temperature" in capsys.readouterr().err

@@ -642,6 +642,8 @@ def add_eval_command(subparsers: Any) -> None:
     ev.add_argument("--sentences", type=int, default=None, help="evaluate at most N sentences")
     ev.add_argument("--seed", type=int, default=1234)
     ev.add_argument("--no-zero-shot", action="store_true")
+    ev.add_argument("--top-k", type=int, default=15, help="GPT sampling: top-k (default 15, as served)")
+    ev.add_argument("--temperature", type=float, default=1.0, help="GPT sampling temperature (default 1.0)")
     ev.add_argument("--json", type=Path, default=None, help="write the full report (per utterance) as JSON")
     ev.add_argument("--save-audio", type=Path, default=None, help="write the generated clips here")
     ev.set_defaults(func=_cmd_eval)
@@ -651,7 +653,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from training.data import Utterance
     from training.evaluate import evaluate_speaker
     from training.train_adapter import speaker_utterances
+    from tritone.pipeline import SynthesisParams
 
+    SynthesisParams(top_k=args.top_k, temperature=args.temperature)  # refuses bad settings before any work
     sentences = speaker_utterances(args.list, args.speaker, None)
     speaker = args.speaker or sentences[0].speaker
     if len({u.speaker for u in sentences}) > 1:
@@ -674,6 +678,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         zero_shot=not args.no_zero_shot,
         save_dir=args.save_audio,
         command="tritone " + " ".join(sys.argv[1:]),
+        top_k=args.top_k,
+        temperature=args.temperature,
     )
     print(
         f"speaker {report.speaker}: {report.sentences} held-out sentences, enrolment {report.enrol_seconds:.0f} s"

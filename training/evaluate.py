@@ -250,11 +250,15 @@ def load_model(base: Path, adapter: Path | None = None) -> tuple[Any, Any]:
     return Pipeline(model), adapter_obj
 
 
-def pipeline_synth(pipe: Any, voice: Any, seed: int, max_new_tokens: int = 600) -> Synth:
+def pipeline_synth(
+    pipe: Any, voice: Any, seed: int, max_new_tokens: int = 600, top_k: int = 15, temperature: float = 1.0
+) -> Synth:
+    """Synthesis as served, with the GPT's sampling settings (defaults: the serving defaults)."""
     from tritone.pipeline import SynthesisParams
 
+    params = SynthesisParams(seed=seed, max_new_tokens=max_new_tokens, top_k=top_k, temperature=temperature)
+
     def run(text: str, lang: str) -> np.ndarray:
-        params = SynthesisParams(seed=seed, max_new_tokens=max_new_tokens)
         audio: np.ndarray = pipe.synthesize(text, lang, voice, params)
         return audio
 
@@ -273,6 +277,8 @@ def evaluate_speaker(
     save_dir: Path | None = None,
     command: str = "",
     max_new_tokens: int = 600,
+    top_k: int = 15,
+    temperature: float = 1.0,
 ) -> EvalReport:
     """The side-by-side report for one speaker (see the module docstring)."""
     import datetime as dt
@@ -293,7 +299,7 @@ def evaluate_speaker(
         systems.append(
             evaluate_synth(
                 "base zero-shot (1 reference clip)",
-                pipeline_synth(pipe, voice, seed, max_new_tokens),
+                pipeline_synth(pipe, voice, seed, max_new_tokens, top_k, temperature),
                 sentences,
                 centroid,
                 save_dir=save_dir / "zero_shot" if save_dir else None,
@@ -304,7 +310,7 @@ def evaluate_speaker(
         systems.append(
             evaluate_synth(
                 label,
-                pipeline_synth(pipe, adapter.prompt, seed, max_new_tokens),
+                pipeline_synth(pipe, adapter.prompt, seed, max_new_tokens, top_k, temperature),
                 sentences,
                 centroid,
                 save_dir=save_dir / label.replace(" ", "_") if save_dir else None,
