@@ -142,10 +142,11 @@ class GPTLoss(nn.Module):
         self.align_heads = min(align_heads, gpt.config.n_head)
         self.align_width = align_width
 
-    def forward(
+    def terms(
         self, phones: Tensor, phone_lens: Tensor, bert: Tensor, codes: Tensor, code_lens: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (loss [], top-3 accuracy [] and alignment cost [] of the guided heads, both without grad)"""
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """-> (masked next-token cross-entropy [], top-3 accuracy [] without grad,
+        every layer's text attention [B, H, Ty, Tx])"""
         logits, targets, attention = self.gpt.forward_with_text_attention(
             phones, phone_lens, bert, codes, code_lens
         )
@@ -153,6 +154,15 @@ class GPTLoss(nn.Module):
         valid = positions.unsqueeze(0) < code_lens.unsqueeze(1)  # [B, Ty]
         ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         loss = (ce * valid).sum() / valid.sum().clamp(min=1)
+        masked_targets = targets.masked_fill(~valid, self.gpt.config.eos)
+        acc = topk_accuracy(logits.detach(), masked_targets, 3, ignore_index=self.gpt.config.eos)
+        return loss, acc, attention
+
+    def forward(
+        self, phones: Tensor, phone_lens: Tensor, bert: Tensor, codes: Tensor, code_lens: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (loss [], top-3 accuracy [] and alignment cost [] of the guided heads, both without grad)"""
+        loss, acc, attention = self.terms(phones, phone_lens, bert, codes, code_lens)
         guided = torch.stack(
             [
                 diagonal_attention_cost(p[:, : self.align_heads], phone_lens, code_lens, self.align_width)
@@ -161,8 +171,6 @@ class GPTLoss(nn.Module):
         ).mean()
         if self.align_weight > 0:
             loss = loss + self.align_weight * guided
-        masked_targets = targets.masked_fill(~valid, self.gpt.config.eos)
-        acc = topk_accuracy(logits.detach(), masked_targets, 3, ignore_index=self.gpt.config.eos)
         return loss, acc, guided.detach()
 
 
@@ -171,26 +179,18 @@ def evaluate_gpt(model: GPTLoss, examples: Sequence[GPTExample], bert_dim: int) 
     """Held-out next-token loss (without the alignment term), top-3 accuracy, the guided heads'
     alignment cost and the lowest cost of any head (a diagonal head the loss did not guide)."""
     model.eval()
-    gpt = model.gpt
+    config = model.gpt.config
     device = next(model.parameters()).device
     total_loss = total_acc = 0.0
-    head_costs = torch.zeros(gpt.config.n_layer, gpt.config.n_head)
+    head_costs = torch.zeros(config.n_layer, config.n_head)
     n = 0
     for start in range(0, len(examples), 16):
         batch = examples[start : start + 16]
         phones, phone_lens, bert, codes, code_lens = to_device(collate(batch, bert_dim), device)
-        logits, targets, attention = gpt.forward_with_text_attention(
-            phones, phone_lens, bert, codes, code_lens
-        )
-        valid = torch.arange(codes.shape[1], device=device).unsqueeze(0) < code_lens.unsqueeze(1)
-        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        loss = (ce * valid).sum() / valid.sum().clamp(min=1)
-        masked_targets = targets.masked_fill(~valid, gpt.config.eos)
-        acc = topk_accuracy(logits, masked_targets, 3, ignore_index=gpt.config.eos)
+        loss, acc, attention = model.terms(phones, phone_lens, bert, codes, code_lens)
         for layer, probs in enumerate(attention):
-            head_costs[layer] += (
-                diagonal_attention_cost(probs, phone_lens, code_lens, model.align_width).sum(0).cpu()
-            )
+            costs = diagonal_attention_cost(probs, phone_lens, code_lens, model.align_width)  # [B, H]
+            head_costs[layer] += costs.sum(0).cpu()
         total_loss += float(loss) * len(batch)
         total_acc += float(acc) * len(batch)
         n += len(batch)
