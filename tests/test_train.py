@@ -706,3 +706,50 @@ def test_eval_sampling_settings_reach_the_gpt(
     argv += ["--enrol-list", str(env.corpus / "heldout_train.list"), "--speaker", "flite_rms"]
     assert tritone_main([*argv, "--temperature", "0"]) == 1
     assert "temperature" in capsys.readouterr().err
+
+
+def test_eval_own_tokens_rows_speak_the_recordings_tokens(env: Env, base_dir: Path, tmp_path: Path) -> None:
+    """`tritone eval --own-tokens`: after each synthesised row, the same voice speaks each
+    recording's own semantic tokens (no GPT), so the report splits the WER between the halves."""
+    import json
+
+    import numpy as np
+
+    from training.data import load_audio
+    from training.evaluate import OWN_TOKENS_SUFFIX, load_model, pick_reference
+    from training.train_adapter import speaker_utterances
+    from tritone.cli import main as tritone_main
+    from tritone.pipeline import SynthesisParams, segment_seed
+
+    report_path, audio_dir = tmp_path / "eval.json", tmp_path / "audio"
+    argv = ["eval", "--base", str(base_dir), "--list", str(env.corpus / "heldout_eval.list")]
+    argv += ["--enrol-list", str(env.corpus / "heldout_train.list"), "--speaker", "flite_rms"]
+    argv += ["--sentences", "2", "--seed", "5", "--own-tokens", "--json", str(report_path)]
+    assert tritone_main([*argv, "--save-audio", str(audio_dir)]) == 0
+    report = json.loads(report_path.read_text())
+    names = [s["system"] for s in report["summary"]]
+    own = "base zero-shot" + OWN_TOKENS_SUFFIX
+    assert names == ["ground truth (own recordings)", "base zero-shot (1 reference clip)", own]
+    rows = report["utterances"][own]
+    assert rows and all(r["hypothesis"] is not None for r in rows)
+
+    # each clip is the zero-shot voice decoding the recording's tokens (the length tells them from
+    # the GPT's; the tiny vocoder is nearly deaf to its latent noise, so the seed is not checked)
+    pipe, _ = load_model(base_dir)
+    enrol = speaker_utterances(env.corpus / "heldout_train.list", "flite_rms", None)
+    reference = pick_reference(enrol)
+    assert report["reference"]["utt_id"] == reference.utt_id
+    ref_audio, ref_sr = load_audio(reference.wav_path)
+    voice = pipe.build_voice_prompt(ref_audio.astype(np.float32), ref_sr, reference.text, reference.lang)
+    ge = pipe.reference_embedding(voice)
+    sentences = speaker_utterances(env.corpus / "heldout_eval.list", "flite_rms", None)[:2]
+    assert [r["utt_id"] for r in rows] == [u.utt_id for u in sentences]
+    for utt, row in zip(sentences, rows):
+        recording, sr = load_audio(utt.wav_path)
+        tokens = pipe.semantic_tokens(recording.astype(np.float32), sr)
+        phones = pipe.frontend.process(utt.text, utt.lang).ids
+        expected = pipe.tokens_to_audio(tokens, list(phones), ge, SynthesisParams(seed=5), segment_seed(5, 0))
+        clip, clip_sr = load_audio(audio_dir / "zero_shot_own_tokens" / f"{utt.utt_id}.wav")
+        assert clip_sr == 32_000 and len(clip) == len(expected) == 2 * len(tokens) * pipe.hop
+        assert np.abs(clip - np.clip(expected, -1, 1)).max() <= 1.5 / 32768  # 16-bit PCM on disk
+        assert row["seconds"] == pytest.approx(len(clip) / 32_000)

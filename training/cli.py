@@ -644,6 +644,12 @@ def add_eval_command(subparsers: Any) -> None:
     ev.add_argument("--no-zero-shot", action="store_true")
     ev.add_argument("--top-k", type=int, default=15, help="GPT sampling: top-k (default 15, as served)")
     ev.add_argument("--temperature", type=float, default=1.0, help="GPT sampling temperature (default 1.0)")
+    ev.add_argument(
+        "--own-tokens",
+        action="store_true",
+        help="after each synthesised row, the same voice speaking the recordings' own semantic tokens "
+        "(no GPT): splits the WER between the GPT and the acoustic path",
+    )
     ev.add_argument("--json", type=Path, default=None, help="write the full report (per utterance) as JSON")
     ev.add_argument("--save-audio", type=Path, default=None, help="write the generated clips here")
     ev.set_defaults(func=_cmd_eval)
@@ -680,6 +686,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         command="tritone " + " ".join(sys.argv[1:]),
         top_k=args.top_k,
         temperature=args.temperature,
+        own_tokens=args.own_tokens,
     )
     print(
         f"speaker {report.speaker}: {report.sentences} held-out sentences, enrolment {report.enrol_seconds:.0f} s"

@@ -9,6 +9,12 @@ are always measured side by side on the same sentences:
 - `adapter` (one row per adapter): the base with the voice's LoRA adapter merged in, speaking
   with the adapter's own voice prompt.
 
+With `own_tokens` (`tritone eval --own-tokens`), each synthesised row is followed by the same
+system speaking the semantic tokens of the speaker's own recording of each sentence instead of
+the GPT's: no GPT, one segment per sentence. It is what that voice would score with a perfect
+GPT, so the gap between the two rows is the GPT's share of the WER and the gap to the ground
+truth the acoustic path's (SoVITS and the vocoder).
+
 Metrics (training/metrics.py): speaker similarity = Resemblyzer d-vector cosine of each
 utterance to the centroid of ~60 s of the speaker's enrolment clips (taken from the training
 split, not the evaluated sentences); WER = pocketsphinx en-us over all sentences together
@@ -164,6 +170,44 @@ def evaluate_synth(
     return out
 
 
+OWN_TOKENS_SUFFIX = ", own recordings' tokens (no GPT)"
+
+
+def evaluate_own_tokens(
+    name: str,
+    pipe: Any,
+    voice: Any,
+    sentences: Sequence[Utterance],
+    centroid: np.ndarray,
+    seed: int,
+    save_dir: Path | None = None,
+) -> SystemResult:
+    """`pipe` with `voice` speaking each recording's own semantic tokens (no GPT): the acoustic
+    path's half of the system's WER."""
+    from tritone.pipeline import SynthesisParams, segment_seed
+
+    params = SynthesisParams(seed=seed)
+    ge = pipe.reference_embedding(voice)
+    out = SystemResult(name)
+    for utt in sentences:
+        recording, sr = load_audio(utt.wav_path)
+        start = time.perf_counter()
+        tokens = pipe.semantic_tokens(recording.astype(np.float32), sr)
+        phones = pipe.frontend.process(utt.text, utt.lang).ids
+        audio = np.clip(
+            pipe.tokens_to_audio(tokens, list(phones), ge, params, segment_seed(seed, 0)), -1.0, 1.0
+        )
+        took = time.perf_counter() - start
+        if save_dir is not None:
+            from tritone.audio.io import write_wav
+
+            save_dir.mkdir(parents=True, exist_ok=True)
+            write_wav(save_dir / f"{utt.utt_id}.wav", audio, 32_000)
+        sim, hyp, w = score(audio, 32_000, utt.text, utt.lang, centroid)
+        out.utterances.append(UttResult(utt.utt_id, utt.text, len(audio) / 32_000, sim, hyp, w, took))
+    return out
+
+
 def machine() -> str:
     import os
 
@@ -279,6 +323,7 @@ def evaluate_speaker(
     max_new_tokens: int = 600,
     top_k: int = 15,
     temperature: float = 1.0,
+    own_tokens: bool = False,
 ) -> EvalReport:
     """The side-by-side report for one speaker (see the module docstring)."""
     import datetime as dt
@@ -305,6 +350,18 @@ def evaluate_speaker(
                 save_dir=save_dir / "zero_shot" if save_dir else None,
             )
         )
+        if own_tokens:
+            systems.append(
+                evaluate_own_tokens(
+                    "base zero-shot" + OWN_TOKENS_SUFFIX,
+                    pipe,
+                    voice,
+                    sentences,
+                    centroid,
+                    seed,
+                    save_dir=save_dir / "zero_shot_own_tokens" if save_dir else None,
+                )
+            )
     for label, path in adapters:
         pipe, adapter = load_model(base, path)
         systems.append(
@@ -316,6 +373,18 @@ def evaluate_speaker(
                 save_dir=save_dir / label.replace(" ", "_") if save_dir else None,
             )
         )
+        if own_tokens:
+            systems.append(
+                evaluate_own_tokens(
+                    label + OWN_TOKENS_SUFFIX,
+                    pipe,
+                    adapter.prompt,
+                    sentences,
+                    centroid,
+                    seed,
+                    save_dir=save_dir / (label.replace(" ", "_") + "_own_tokens") if save_dir else None,
+                )
+            )
     return EvalReport(
         speaker=speaker,
         sentences=len(sentences),

@@ -154,7 +154,7 @@ class Pipeline:
         if peak < 1e-4:
             raise ValueError("reference audio is silent")
         phones = self.frontend.process(text, lang)
-        semantic = self.model.sovits.extract_latent(self.ssl_features(audio, sr))[0]  # [T25]
+        semantic = self.semantic_tokens(audio, sr)
         wav32 = torch.from_numpy(resample(audio, sr, SAMPLE_RATE))
         if peak > 1.0:  # as upstream: tame clipping-range input before the spectrogram
             wav32 = wav32 / min(2.0, peak)
@@ -176,6 +176,11 @@ class Pipeline:
         wav16 = np.concatenate([wav16, np.zeros(int(REF_PAD_SECONDS * SSL_SAMPLE_RATE), np.float32)])
         feats: Tensor = self.model.ssl(torch.from_numpy(wav16)[None])
         return feats
+
+    @torch.no_grad()
+    def semantic_tokens(self, audio: np.ndarray, sr: int) -> Tensor:
+        """Recorded speech -> its semantic tokens [T25] long, as a voice prompt's are read."""
+        return self.model.sovits.extract_latent(self.ssl_features(audio, sr))[0].long()
 
     # -- synthesis -------------------------------------------------------------------------------
 
