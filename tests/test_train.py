@@ -676,6 +676,18 @@ def test_token_probe_scores_true_and_generated_tokens(
     assert len(report["loss_every_100_steps"]) == 1
     assert "| flite_rms, true tokens |" in capsys.readouterr().out
 
+    # best of several zero-shot candidates: the first is the row above, the choice never worse
+    # by the probe's own count than it, and the choice by a second reader in between
+    assert probe_main([*argv[1:], "--candidates", "3", "--json", str(out)]) == 0
+    reranked = json.loads(out.read_text())
+    assert reranked["candidates"] == 3
+    suffixes = [r["source"].split(str(base_dir))[-1] for r in reranked["rows"][2:]]
+    assert suffixes == ["", "", ", best of 3 by a second reader", ", best of 3 by this probe (a ceiling)"]
+    zero_shot, by_reader, ceiling = (r["per"] for r in reranked["rows"][3:])
+    assert ceiling <= min(zero_shot, by_reader)
+    with pytest.raises(SystemExit):
+        probe_main([*argv, "--candidates", "0"])
+
     other = BaseModel.load(base_dir)
     other.sovits.quantizer.codebooks[0].embed.add_(0.1)
     other.save(tmp_path / "other")

@@ -184,9 +184,10 @@ class Pipeline:
 
     # -- synthesis -------------------------------------------------------------------------------
 
-    def _requests(
+    def generation_requests(
         self, segments: list[PhoneSequence], voice: VoicePrompt, params: SynthesisParams
     ) -> list[GenerationRequest]:
+        """One GPT row per segment, each seeded from `params.seed` and its index."""
         assert params.seed is not None
         out = []
         for i, seg in enumerate(segments):
@@ -235,7 +236,7 @@ class Pipeline:
         """The GPT half of `synthesize`: text -> its segments and each one's semantic tokens [n]."""
         params = (params or SynthesisParams()).resolved()
         segments = self.frontend.segments(text, lang, params.split)
-        return segments, self.model.gpt.generate(self._requests(segments, voice, params))
+        return segments, self.model.gpt.generate(self.generation_requests(segments, voice, params))
 
     @torch.no_grad()
     def synthesize(
@@ -268,7 +269,7 @@ class Pipeline:
         assert params.seed is not None
         segments = self.frontend.segments(text, lang, params.split)
         ge = self.reference_embedding(voice)
-        requests = self._requests(segments, voice, params)
+        requests = self.generation_requests(segments, voice, params)
         for i, (seg, request) in enumerate(zip(segments, requests)):
             if i:
                 yield self._silence(params)

@@ -3,6 +3,7 @@ speech recogniser in the way.
 
     python -m training.recipes.token_probe BASE... [--corpus data/demo] [--speaker flite_rms]
                                                    [--steps 3000] [--seed 1234] [--json OUT]
+                                                   [--top-k 15 --temperature 1] [--candidates N]
 
 A small CTC phone recogniser over tokens (the codebook's vector of each token -> two
 convolutions -> phones + blank) is trained on the training clips' true tokens, as the `encode`
@@ -21,6 +22,12 @@ the text's phones:
   - `zero-shot tokens`: the tokens it generates for the same sentences, with `tritone eval`'s
     seed and sampling (`--top-k`, `--temperature` change them), so by default the tokens behind
     that command's zero-shot row.
+
+`--candidates N` draws N zero-shot token streams per segment (the first is the row above, the
+others with other seeds) and adds two rows per BASE: the candidate a second reader (the same
+probe trained with the next seed) reads with the fewest phone errors, which is what reranking
+samples by their content would serve; and the candidate the probe itself scores best, a
+ceiling of what any choice among those N could reach. Both scored by the probe as the rows above.
 
 A clone's WER mixes the GPT's errors with the acoustic path's (QUALITY.md §4: about 70 % WER
 from true tokens on the demo) and with a recogniser's erratic reading of unintelligible audio.
@@ -65,10 +72,18 @@ class TokenPhoneProbe(nn.Module):
         self.head = nn.Linear(hidden, n_phones + 1)
         self.blank = n_phones
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """tokens [B, T] (indices into the codebook) -> log-probabilities [T, B, n_phones + 1]"""
-        x = self.norm(self.codebook[tokens]).transpose(1, 2)  # [B, dim, T]
-        x = self.dropout(F.relu(self.conv1(x)))
+    def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """tokens [B, T] (indices into the codebook), lengths [B] (default: all T)
+        -> log-probabilities [T, B, n_phones + 1]
+
+        Positions past a row's length are zeroed before each convolution, so a row reads the same
+        whatever it is batched with."""
+        keep = torch.ones_like(tokens, dtype=torch.bool)
+        if lengths is not None:
+            keep = torch.arange(tokens.shape[1])[None] < lengths[:, None]  # [B, T]
+        mask = keep[:, None].float()  # [B, 1, T]
+        x = self.norm(self.codebook[tokens]).transpose(1, 2) * mask  # [B, dim, T]
+        x = self.dropout(F.relu(self.conv1(x))) * mask
         x = self.dropout(F.relu(self.conv2(x))).transpose(1, 2)  # [B, T, hidden]
         return F.log_softmax(self.head(x), dim=-1).transpose(0, 1)
 
@@ -113,7 +128,7 @@ def train_probe(
         chosen = rng.sample(usable, min(batch, len(usable)))
         tokens, token_lens = _pad([e.tokens for e in chosen])
         phones, phone_lens = _pad([e.phones for e in chosen])
-        log_probs = probe(tokens)
+        log_probs = probe(tokens, token_lens)
         loss = F.ctc_loss(log_probs, phones, token_lens, phone_lens, blank=probe.blank, zero_infinity=True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,20 +145,37 @@ def train_probe(
 
 
 @torch.no_grad()
-def phone_error_rate(probe: TokenPhoneProbe, examples: Sequence[ProbeExample]) -> float:
-    """Greedy CTC reading of every example's tokens against its phones, over all examples."""
+def phone_errors(probe: TokenPhoneProbe, examples: Sequence[ProbeExample]) -> list[int]:
+    """Per example, the edit distance of the greedy CTC reading of its tokens to its phones
+    (an example without tokens reads as nothing)."""
     from training.train_ssl import edit_distance, greedy_phones
 
     probe.eval()
-    errors = total = 0
+    errors = []
     for start in range(0, len(examples), 32):
         chunk = examples[start : start + 32]
-        tokens, token_lens = _pad([e.tokens for e in chunk])
-        hypotheses = greedy_phones(probe(tokens), token_lens, probe.blank)
+        tokens, token_lens = _pad(
+            [e.tokens if len(e.tokens) else torch.zeros(1, dtype=torch.long) for e in chunk]
+        )
+        hypotheses = greedy_phones(probe(tokens, token_lens), token_lens, probe.blank)
         for example, hyp in zip(chunk, hypotheses):
-            errors += edit_distance(example.phones.tolist(), hyp)
-            total += len(example.phones)
-    return errors / max(1, total)
+            errors.append(edit_distance(example.phones.tolist(), hyp if len(example.tokens) else []))
+    return errors
+
+
+def phone_error_rate(probe: TokenPhoneProbe, examples: Sequence[ProbeExample]) -> float:
+    """Greedy CTC reading of every example's tokens against its phones, over all examples."""
+    return sum(phone_errors(probe, examples)) / max(1, sum(len(e.phones) for e in examples))
+
+
+def best_of(candidates: Sequence[Sequence[ProbeExample]], reader: TokenPhoneProbe) -> list[ProbeExample]:
+    """candidates[n][i]: candidate n of segment i -> per segment, the candidate `reader` reads with
+    the fewest phone errors (the first of equals)."""
+    errors = [phone_errors(reader, c) for c in candidates]  # [N][segments]
+    return [
+        candidates[min(range(len(candidates)), key=lambda n: errors[n][i])][i]
+        for i in range(len(candidates[0]))
+    ]
 
 
 def _encoded_examples(base: Path, train_list: Path, eval_list: Path, work: Path) -> tuple[list[Any], ...]:
@@ -190,23 +222,43 @@ def voice_prompt(base: Any, reference: Any) -> Any:
     return Pipeline(base).build_voice_prompt(audio.astype(np.float32), sr, reference.text, reference.lang)
 
 
-def generated_examples(
-    base: Any, sentences: Sequence[Any], reference: Any, seed: int, top_k: int = 15, temperature: float = 1.0
-) -> list[ProbeExample]:
-    """The tokens `tritone eval`'s zero-shot row is made of (with its sampling settings by
-    default), with the text's phones."""
+def candidate_seed(seed: int, n: int) -> int:
+    """The request seed of zero-shot candidate n; candidate 0 is `tritone eval`'s own."""
+    return seed if n == 0 else (seed * 1_000_003 + 104_729 * n) % 2**63
+
+
+def generated_candidates(
+    base: Any,
+    sentences: Sequence[Any],
+    reference: Any,
+    seed: int,
+    candidates: int = 1,
+    top_k: int = 15,
+    temperature: float = 1.0,
+) -> list[list[ProbeExample]]:
+    """[candidate][segment]: the zero-shot tokens of every segment of `sentences`, candidate n
+    drawn with request seed `candidate_seed(seed, n)`, so candidate 0 is what `tritone eval`'s
+    zero-shot row is made of (with its sampling settings by default). Each with its segment's
+    phones: segments are generated apart and read apart."""
     from tritone.pipeline import Pipeline, SynthesisParams
 
     pipe = Pipeline(base)
     voice = voice_prompt(base, reference)
-    params = SynthesisParams(seed=seed, max_new_tokens=600, top_k=top_k, temperature=temperature)
-    torch.manual_seed(seed)
-    out = []
+    out: list[list[ProbeExample]] = [[] for _ in range(candidates)]
     for utt in sentences:
-        segments, token_lists = pipe.generate_tokens(utt.text, utt.lang, voice, params)
-        # segments are generated apart: read each alone, score the text's phones as one
-        for seg, tokens in zip(segments, token_lists):
-            out.append(ProbeExample(tokens.long(), torch.tensor(seg.ids, dtype=torch.long)))
+        params = [
+            SynthesisParams(
+                seed=candidate_seed(seed, n), max_new_tokens=600, top_k=top_k, temperature=temperature
+            )
+            for n in range(candidates)
+        ]
+        segments = pipe.frontend.segments(utt.text, utt.lang, params[0].split)
+        requests = [r for p in params for r in pipe.generation_requests(segments, voice, p)]
+        tokens = pipe.model.gpt.generate(requests)  # every row has its own seed: batching changes nothing
+        for n in range(candidates):
+            for i, seg in enumerate(segments):
+                phones = torch.tensor(seg.ids, dtype=torch.long)
+                out[n].append(ProbeExample(tokens[n * len(segments) + i].long(), phones))
     return out
 
 
@@ -242,6 +294,7 @@ def run(
     progress: bool = True,
     top_k: int = 15,
     temperature: float = 1.0,
+    candidates: int = 1,
 ) -> dict[str, Any]:
     from training.evaluate import pick_reference
     from training.train_adapter import speaker_utterances
@@ -262,6 +315,12 @@ def run(
     first = models[0]
     probe = TokenPhoneProbe(first.sovits.quantizer.codebooks[0].embed, first.config.gpt.phoneme_vocab_size)
     losses = train_probe(probe, train, steps, seed, progress=progress)
+    reader = None
+    if candidates > 1:  # the reranker: the same probe with the next seed, so it is not the judge
+        reader = TokenPhoneProbe(
+            first.sovits.quantizer.codebooks[0].embed, first.config.gpt.phoneme_vocab_size
+        )
+        train_probe(reader, train, steps, seed + 1, progress=progress)
     sentences = speaker_utterances(corpus / "heldout_eval.list", speaker, None)
     reference = pick_reference(speaker_utterances(corpus / "heldout_train.list", speaker, None))
     rows = [
@@ -286,16 +345,21 @@ def run(
                 "per": phone_error_rate(probe, forced),
             }
         )
-        generated = generated_examples(model, sentences, reference, seed, top_k, temperature)
-        rows.append(
-            {
-                "source": f"{speaker}, zero-shot tokens of {path}",
-                "n": len(sentences),
-                "per": phone_error_rate(probe, generated),
-                "tokens_per_phone": sum(len(e.tokens) for e in generated)
-                / sum(len(e.phones) for e in generated),
-            }
-        )
+        drawn = generated_candidates(model, sentences, reference, seed, candidates, top_k, temperature)
+        chosen = [("", drawn[0])]
+        if reader is not None:
+            chosen.append((f", best of {candidates} by a second reader", best_of(drawn, reader)))
+            chosen.append((f", best of {candidates} by this probe (a ceiling)", best_of(drawn, probe)))
+        for suffix, generated in chosen:
+            rows.append(
+                {
+                    "source": f"{speaker}, zero-shot tokens of {path}{suffix}",
+                    "n": len(sentences),
+                    "per": phone_error_rate(probe, generated),
+                    "tokens_per_phone": sum(len(e.tokens) for e in generated)
+                    / sum(len(e.phones) for e in generated),
+                }
+            )
     return {
         "bases": [str(b) for b in bases],
         "speaker": speaker,
@@ -303,6 +367,7 @@ def run(
         "steps": steps,
         "seed": seed,
         "sampling": {"top_k": top_k, "temperature": temperature},
+        "candidates": candidates,
         "train_examples": len(train),
         "loss_every_100_steps": [round(v, 4) for v in losses],
         "rows": rows,
@@ -326,11 +391,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--top-k", type=int, default=15, help="sampling of the zero-shot tokens (eval's: 15)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (eval's: 1.0)")
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        help="zero-shot token streams drawn per segment; above 1, adds the best of them by a second "
+        "reader and by the probe itself (default 1)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
+    if not 1 <= args.candidates <= 64:
+        parser.error("--candidates must be in [1, 64]")
     try:
         report = run(
             args.bases,
@@ -341,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             not args.no_progress,
             args.top_k,
             args.temperature,
+            args.candidates,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
