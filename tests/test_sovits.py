@@ -391,3 +391,57 @@ def test_inference_model_has_no_posterior() -> None:
     assert full.num_params(include_posterior=False) == infer.num_params()
     with pytest.raises(RuntimeError, match="enc_q"):
         infer.forward_train(*_train_batch())
+
+
+def test_mrte_attention_is_a_distribution_over_the_valid_phones() -> None:
+    """`forward_train` hands out MRTE's attention of the content frames over the phones: per frame
+    a distribution over the row's phones (none on padding), from the same forward as the prior."""
+    model = make_tiny().train()
+    ssl, spec, spec_lens, phones, phone_lens = _train_batch()
+    out = model.forward_train(
+        ssl, spec, spec_lens, phones, phone_lens, generator=torch.Generator().manual_seed(0)
+    )
+    att = out.text_attention
+    assert att.shape == (2, model.config.mrte_heads, spec.shape[2], phones.shape[1])
+    for b in range(2):
+        n, frames = int(phone_lens[b]), int(spec_lens[b])
+        valid = att[b, :, :frames]
+        torch.testing.assert_close(valid[..., :n].sum(-1), torch.ones_like(valid[..., 0]))
+        if n < phones.shape[1]:
+            assert float(valid[..., n:].abs().max()) < 1e-6
+    # the inference path's MRTE output is the training one's
+    mrte = model.enc_p.mrte.eval()
+    x = torch.randn(1, model.config.hidden_channels, 12)
+    t = torch.randn(1, model.config.hidden_channels, 5)
+    ge = torch.randn(1, model.config.mrte_channels, 1)
+    masks = torch.ones(1, 1, 12), torch.ones(1, 1, 5)
+    torch.testing.assert_close(
+        mrte(x, masks[0], t, masks[1], ge), mrte.forward_with_attention(x, masks[0], t, masks[1], ge)[0]
+    )
+
+
+def test_guided_attention_cost_pulls_mrte_to_the_diagonal() -> None:
+    """The trainer's `mrte_align_weight` term: descending the cost alone makes MRTE's attention
+    diagonal, where the same steps on the prior's mean alone leave it as it was."""
+    from training.losses import diagonal_attention_cost
+
+    def train(align: bool) -> tuple[float, float]:
+        model = make_tiny(seed=1).train()
+        ssl, spec, spec_lens, phones, phone_lens = _train_batch()
+        opt = torch.optim.Adam([p for p in model.enc_p.parameters() if p.requires_grad], lr=3e-3)
+        costs = []
+        for _ in range(60):
+            out = model.forward_train(
+                ssl, spec, spec_lens, phones, phone_lens, torch.Generator().manual_seed(0)
+            )
+            cost = diagonal_attention_cost(out.text_attention, phone_lens, spec_lens, 0.2).mean()
+            costs.append(float(cost))
+            loss = cost if align else out.m_p.pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return costs[0], costs[-1]
+
+    start, guided = train(align=True)
+    _, unguided = train(align=False)
+    assert guided < 0.5 * start and guided < 0.5 * unguided

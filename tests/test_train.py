@@ -334,6 +334,35 @@ def test_stft_loss_and_posterior_mean_options_reach_the_sovits_trainer(env: Env,
         BaseTrainer(recipe).run("sovits")
 
 
+def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) -> None:
+    """`--mrte-align-weight` (S2TrainConfig.mrte_align_weight): the trainer logs MRTE's
+    guided-attention cost, records the weight, and refuses a negative one before any step."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "mrte-align"
+    (recipe.run_dir / "ssl").mkdir(parents=True)
+    shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
+    recipe.sovits.steps, recipe.sovits.log_every = 2, 1
+    recipe.sovits.mrte_align_weight = 5.0
+    BaseTrainer(recipe).run("sovits")
+    cost = _history(env.uri, "tritone-train-sovits", "mrte_align_cost")
+    assert len(cost) == 2 and all(0.0 < v < 1.0 for v in cost), cost
+    client = MlflowClient(env.uri)
+    experiment = client.get_experiment_by_name("tritone-train-sovits")
+    assert experiment is not None
+    assert client.search_runs([experiment.experiment_id], "params.mrte_align_weight = '5.0'")
+
+    recipe.run_dir = env.root / "mrte-align-bad"
+    (recipe.run_dir / "ssl").mkdir(parents=True)
+    shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
+    recipe.sovits.mrte_align_weight = -1.0
+    with pytest.raises(ValueError, match="mrte_align_weight"):
+        BaseTrainer(recipe).run("sovits")
+
+
 def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path) -> None:
     """`python -m training.recipes.decoder_probe`: each variant trains in its own process, the
     report scores every variant next to the recordings, finished variants are reused."""
@@ -477,6 +506,42 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
     with pytest.raises(SystemExit):  # refused before any model is loaded
         resynthesis([*argv[:9], "--content", "kmeans:1"])
     assert "kmeans:N (N >= 2)" in capsys.readouterr().err
+
+    # --other-phones: the same tokens, each sentence with the next one's phones
+    from tritone.pipeline import Pipeline
+
+    calls: list[tuple[torch.Tensor, list[int]]] = []
+    tokens_to_audio = Pipeline.tokens_to_audio
+
+    def spy_audio(self: Pipeline, tokens: torch.Tensor, phone_ids: list[int], *args: object) -> object:
+        calls.append((tokens.clone(), list(phone_ids)))
+        return tokens_to_audio(self, tokens, phone_ids, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Pipeline, "tokens_to_audio", spy_audio)
+    varied = env.root / "varied-corpus"  # the tiny eval.list has one text: read the training clips
+    varied.mkdir(exist_ok=True)
+    lines = [ln for ln in (env.corpus / "train.list").read_text().splitlines() if "|en|" in ln]
+    (varied / "eval.list").write_text("".join(f"{env.corpus / ln}\n" for ln in lines))
+    argv = [
+        str(base_dir),
+        "--base",
+        str(base_dir),
+        "--corpus",
+        str(varied),
+        "--voices",
+        "2",
+        "--per-voice",
+        "2",
+    ]
+    assert resynthesis([*argv, "--other-phones", "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert set(rows) == {str(base_dir), f"{base_dir} (another sentence's phones)"}
+    n = len(calls) // 2
+    own, other = calls[:n], calls[n:]
+    assert n == 4 and len(calls) == 2 * n
+    for i in range(n):
+        assert torch.equal(own[i][0], other[i][0])  # the same tokens,
+        assert other[i][1] != own[i][1] and other[i][1] in [o[1] for o in own]  # another's phones
 
 
 def test_codebook_refit_over_a_base_trains_a_fresh_gpt_on_the_new_tokens(

@@ -337,6 +337,12 @@ def add_train_commands(subparsers: Any) -> None:
         help="weight of the spectral generator's direct log-magnitude L1 (default 0: off)",
     )
     base.add_argument(
+        "--mrte-align-weight",
+        type=float,
+        default=None,
+        help="weight of the guided-attention cost of SoVITS's MRTE attention over the phones (default 0: off)",
+    )
+    base.add_argument(
         "--posterior-mean-steps",
         type=int,
         default=None,
@@ -512,6 +518,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.stft_weight = args.stft_weight
     if args.magnitude_weight is not None:
         recipe.sovits.magnitude_weight = args.magnitude_weight
+    if args.mrte_align_weight is not None:
+        recipe.sovits.mrte_align_weight = args.mrte_align_weight
     if args.posterior_mean_steps is not None:
         recipe.sovits.posterior_mean_steps = args.posterior_mean_steps
     if args.prior_target is not None:

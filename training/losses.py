@@ -19,6 +19,25 @@ KL_WEIGHT = 1.0
 FM_WEIGHT = 2.0  # inside feature_loss, as upstream
 
 
+def diagonal_attention_cost(probs: Tensor, phone_lens: Tensor, code_lens: Tensor, width: float) -> Tensor:
+    """Guided-attention cost of text attention maps: 0 on the diagonal, towards 1 far from it.
+    (DCTTS's guided attention; the GPT's text heads and SoVITS's MRTE are scored by it.)
+
+    probs [B, H, Ty, Tx] (each audio position's distribution over phones), phone_lens [B],
+    code_lens [B] (audio positions per row) -> [B, H]: per row and head, the mean over the row's
+    audio positions of
+    sum_n probs[t, n] * (1 - exp(-(n / Nx - t / Ny)^2 / (2 width^2))).
+    """
+    Ty, Tx = probs.shape[-2:]
+    device = probs.device
+    t = torch.arange(Ty, device=device).unsqueeze(0) / code_lens.clamp(min=1).unsqueeze(1)  # [B, Ty]
+    n = torch.arange(Tx, device=device).unsqueeze(0) / phone_lens.clamp(min=1).unsqueeze(1)  # [B, Tx]
+    penalty = 1.0 - torch.exp(-((n.unsqueeze(1) - t.unsqueeze(2)) ** 2) / (2.0 * width**2))  # [B, Ty, Tx]
+    per_position = (probs * penalty.unsqueeze(1)).sum(-1)  # [B, H, Ty]
+    valid = (torch.arange(Ty, device=device).unsqueeze(0) < code_lens.unsqueeze(1)).to(probs.dtype)
+    return (per_position * valid.unsqueeze(1)).sum(-1) / valid.sum(-1, keepdim=True).clamp(min=1)
+
+
 def kl_loss(z_p: Tensor, logs_q: Tensor, m_p: Tensor, logs_p: Tensor, z_mask: Tensor) -> Tensor:
     """KL(q(z|x) || p(z|c)) per masked element, with z_p = flow(z) a sample of q mapped to prior space.
 

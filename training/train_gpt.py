@@ -43,6 +43,7 @@ from training.common import (
     set_rng_state,
     to_device,
 )
+from training.losses import diagonal_attention_cost
 from training.preprocess import PrepItem, iter_batches, load_item
 from training.tracking import Tracker
 from tritone.models.gpt import GPT, GPTConfig, topk_accuracy
@@ -110,23 +111,6 @@ def collate(examples: Sequence[GPTExample], bert_dim: int) -> tuple[Tensor, Tens
         if e.bert is not None:
             bert[i, :, : e.bert.shape[1]] = e.bert
     return phones, phone_lens, bert, codes, code_lens
-
-
-def diagonal_attention_cost(probs: Tensor, phone_lens: Tensor, code_lens: Tensor, width: float) -> Tensor:
-    """Guided-attention cost of text attention maps: 0 on the diagonal, towards 1 far from it.
-
-    probs [B, H, Ty, Tx] (each audio position's distribution over phones), phone_lens [B],
-    code_lens [B] -> [B, H]: per row and head, the mean over the row's audio positions of
-    sum_n probs[t, n] * (1 - exp(-(n / Nx - t / Ny)^2 / (2 width^2))).
-    """
-    Ty, Tx = probs.shape[-2:]
-    device = probs.device
-    t = torch.arange(Ty, device=device).unsqueeze(0) / code_lens.clamp(min=1).unsqueeze(1)  # [B, Ty]
-    n = torch.arange(Tx, device=device).unsqueeze(0) / phone_lens.clamp(min=1).unsqueeze(1)  # [B, Tx]
-    penalty = 1.0 - torch.exp(-((n.unsqueeze(1) - t.unsqueeze(2)) ** 2) / (2.0 * width**2))  # [B, Ty, Tx]
-    per_position = (probs * penalty.unsqueeze(1)).sum(-1)  # [B, H, Ty]
-    valid = (torch.arange(Ty, device=device).unsqueeze(0) < code_lens.unsqueeze(1)).to(probs.dtype)
-    return (per_position * valid.unsqueeze(1)).sum(-1) / valid.sum(-1, keepdim=True).clamp(min=1)
 
 
 class GPTLoss(nn.Module):

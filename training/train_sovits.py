@@ -53,6 +53,7 @@ from training.losses import (
     MEL_WEIGHT,
     MelLoss,
     StftLoss,
+    diagonal_attention_cost,
     discriminator_loss,
     feature_loss,
     generator_loss,
@@ -96,6 +97,10 @@ class S2TrainConfig:
     # detached, under the flow prior: the prior learns to predict the latent the generator reads
     # (with `posterior_mean_steps`) and the posterior answers to the generator alone
     prior_target: str = "sample"
+    # guided-attention cost of MRTE's attention of the content frames over the phones (0 = off,
+    # as upstream): pulls it to the diagonal, so the prior can read the phones it is given
+    mrte_align_weight: float = 0.0
+    mrte_align_width: float = 0.2
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
@@ -299,6 +304,11 @@ def train_sovits(
     cfg = cfg or S2TrainConfig()
     if cfg.prior_target not in PRIOR_TARGETS:
         raise ValueError(f"prior_target must be one of {PRIOR_TARGETS}, not {cfg.prior_target!r}")
+    if cfg.mrte_align_weight < 0 or cfg.mrte_align_width <= 0:
+        raise ValueError(
+            f"mrte_align_weight must be >= 0 and mrte_align_width > 0, got {cfg.mrte_align_weight}, "
+            f"{cfg.mrte_align_width}"
+        )
     info = ddp.setup(cfg.threads, cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / S2_FINAL
@@ -415,6 +425,13 @@ def train_sovits(
             else:
                 loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
             loss_g = MEL_WEIGHT * loss_mel + cfg.kl_weight * loss_kl + out.commit_loss
+            # how diagonal MRTE's attention is, logged whether or not it is trained
+            align_cost = diagonal_attention_cost(
+                out.text_attention, batch.phone_lens, batch.spec_lens, cfg.mrte_align_width
+            ).mean()
+            logs["mrte_align_cost"] = align_cost.item()
+            if cfg.mrte_align_weight > 0:
+                loss_g = loss_g + cfg.mrte_align_weight * align_cost
             if cfg.stft_weight > 0:
                 loss_stft = stft(y_hat, y)
                 loss_g = loss_g + cfg.stft_weight * loss_stft

@@ -4,6 +4,7 @@
                                                      [--voices 6] [--per-voice 2] [--json OUT]
                                                      [--noise-scale 0.5] [--posterior]
                                                      [--content codebook|features|kmeans:N ...]
+                                                     [--other-phones]
 
 Each SOURCE is a base bundle (a folder with `manifest.json`), a `tritone train base` run folder
 (its `sovits/ckpt-latest.pt`: SoVITS and the generator as training left them, either vocoder
@@ -25,6 +26,10 @@ bundle's own tokens, as serving), `features` (`ssl_proj`'s output, not quantised
 `kmeans:N` (a codebook of N entries fitted by k-means over the training clips' features, as
 `tritone train base --codebook-size N` fits one). Each kind other than `codebook` adds a row per
 source, so one run tells what the quantisation costs the acoustic path.
+
+`--other-phones` adds a row per source in which each sentence's tokens are decoded with the
+phones of the next sentence with another text (the last with the first's): if it scores as the right phones do,
+SoVITS reads the content from the tokens alone and its text input (MRTE) is idle.
 """
 
 from __future__ import annotations
@@ -125,15 +130,27 @@ def content_quantiser(kind: str, model: Any, corpus: Path) -> Quantiser | None:
     return lambda x: quantizer.decode(quantizer.encode(x))
 
 
+def next_other_sentence(chosen: list[tuple[Any, Any]], i: int) -> Any:
+    """The first utterance after the i-th (cyclically) with another text than it."""
+    n = len(chosen)
+    for k in range(1, n):
+        other = chosen[(i + k) % n][0]
+        if other.text != chosen[i][0].text:
+            return other
+    raise ValueError("--other-phones needs at least two different sentences")
+
+
 def resynthesise(
     model: Any,
     chosen: list[tuple[Any, Any]],
     noise_scale: float = 0.5,
     enc_q: Any = None,
     quantiser: Quantiser | None = None,
+    other_phones: bool = False,
 ) -> list[Any]:
     """The sentences decoded from their own tokens; with `enc_q`, from their own spectrogram's
-    posterior mean instead; with `quantiser`, from their content features quantised by it."""
+    posterior mean instead; with `quantiser`, from their content features quantised by it; with
+    `other_phones`, from their own tokens and the next sentence's phones."""
     import torch
 
     from tritone.pipeline import Pipeline, SynthesisParams, latent_noise
@@ -160,9 +177,11 @@ def resynthesise(
             wav = model.vocoder(z, ge)[0, 0]
         elif enc_q is None:
             params = SynthesisParams(seed=i, noise_scale=noise_scale)
-            wav = torch.from_numpy(
-                pipe.tokens_to_audio(voice.semantic, voice.phone_ids.tolist(), ge, params, i)
-            )
+            phone_ids = voice.phone_ids.tolist()
+            if other_phones:
+                other = next_other_sentence(chosen, i)
+                phone_ids = list(pipe.frontend.process(other.text, other.lang).ids)
+            wav = torch.from_numpy(pipe.tokens_to_audio(voice.semantic, phone_ids, ge, params, i))
         else:
             spec = voice.refer_spec[None]  # [1, bins, frames]
             _, m_q, _, _ = enc_q(spec, torch.tensor([spec.shape[2]]), g=ge)
@@ -195,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="KIND",
         help="codebook (default), features or kmeans:N: what SoVITS reads for the content (repeatable)",
+    )
+    p.add_argument(
+        "--other-phones",
+        action="store_true",
+        help="also decode each sentence's tokens with the next sentence's phones (is the text read?)",
     )
     args = p.parse_args(argv)
     if args.noise_scale < 0:
@@ -229,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                     audio = resynthesise(model, chosen, args.noise_scale, quantiser=quantiser)
                     name = source if kind == "codebook" else f"{source} (content: {kind})"
                     scored[name] = score_clips(audio, recordings, utterances, mel)
+                if args.other_phones:
+                    audio = resynthesise(model, chosen, args.noise_scale, other_phones=True)
+                    scored[f"{source} (another sentence's phones)"] = score_clips(
+                        audio, recordings, utterances, mel
+                    )
                 if args.posterior and enc_q is not None:
                     audio = resynthesise(model, chosen, enc_q=enc_q)
                     scored[f"{source} (posterior)"] = score_clips(audio, recordings, utterances, mel)

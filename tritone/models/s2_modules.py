@@ -253,6 +253,12 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """x: queries [B, C, Tq]; c: keys/values [B, C, Tk]; attn_mask [B, 1, Tq, Tk] (1 = attend)."""
+        return self.forward_with_weights(x, c, attn_mask)[0]
+
+    def forward_with_weights(
+        self, x: Tensor, c: Tensor, attn_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """`forward`, and the attention weights [B, h, Tq, Tk] (before dropout)."""
         B, C, Tq = x.shape
         q = self._heads(self.conv_q(x)) / math.sqrt(self.k_channels)  # [B, h, Tq, dk]
         k = self._heads(self.conv_k(c))  # [B, h, Tk, dk]
@@ -270,7 +276,8 @@ class MultiHeadAttention(nn.Module):
             scores = scores + rel_logits.gather(3, idx) * band
         if attn_mask is not None:
             scores = scores.masked_fill(attn_mask == 0, -1e4)
-        p = self.drop(F.softmax(scores, dim=-1))  # [B, h, Tq, Tk]
+        weights = F.softmax(scores, dim=-1)  # [B, h, Tq, Tk]
+        p = self.drop(weights)
         out = p @ v  # [B, h, Tq, dk]
         if self.window_size is not None:
             # p rearranged by offset: p_rel[i, m] = p[i, i + m - w]
@@ -280,7 +287,7 @@ class MultiHeadAttention(nn.Module):
             idx_v = col.clamp(0, Tq - 1).expand(B, self.n_heads, Tq, 2 * w + 1)
             out = out + (p.gather(3, idx_v) * inside) @ self.emb_rel_v
         out = out.transpose(2, 3).reshape(B, C, Tq)
-        return self.conv_o(out)
+        return self.conv_o(out), weights
 
 
 class FFN(nn.Module):
@@ -358,11 +365,18 @@ class MRTE(nn.Module):
     def forward(
         self, ssl_enc: Tensor, ssl_mask: Tensor, text: Tensor, text_mask: Tensor, ge: Tensor
     ) -> Tensor:
+        return self.forward_with_attention(ssl_enc, ssl_mask, text, text_mask, ge)[0]
+
+    def forward_with_attention(
+        self, ssl_enc: Tensor, ssl_mask: Tensor, text: Tensor, text_mask: Tensor, ge: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """`forward`, and each content frame's attention over the phones [B, heads, T, N]."""
         attn_mask = text_mask.unsqueeze(2) * ssl_mask.unsqueeze(-1)  # [B, 1, T, N]
         c = self.c_pre(ssl_enc * ssl_mask)  # [B, hidden, T]
         t = self.text_pre(text * text_mask)  # [B, hidden, N]
-        x = self.cross_attention(c * ssl_mask, t * text_mask, attn_mask) + c + ge
-        return self.c_post(x * ssl_mask)
+        attended, weights = self.cross_attention.forward_with_weights(c * ssl_mask, t * text_mask, attn_mask)
+        x = attended + c + ge
+        return self.c_post(x * ssl_mask), weights
 
 
 # ---------------------------------------------------------------------------------------------

@@ -225,16 +225,21 @@ class TextEncoder(nn.Module):
         text_lengths: Tensor,
         ge: Tensor,
         speed: float = 1.0,
+        text_attention: list[Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """y [B, ssl_dim, T], text [B, N] ids, ge [B, gin, 1] -> m, logs [B, inter, T'], mask [B, 1, T'],
-        lengths [B] (T' = T unless speed != 1: then each row becomes floor(len / speed) + 1 frames)."""
+        lengths [B] (T' = T unless speed != 1: then each row becomes floor(len / speed) + 1 frames).
+        A `text_attention` list receives MRTE's attention of the content frames over the phones
+        [B, heads, T, N] (training reads it; inference passes none)."""
         y_mask = length_mask(y_lengths, y.size(2), y.dtype)
         y = self.ssl_proj(y * y_mask) * y_mask
         y = self.encoder_ssl(y * y_mask, y_mask)
         text_mask = length_mask(text_lengths, text.size(1), y.dtype)
         t = self.text_embedding(text).transpose(1, 2)  # [B, H, N]
         t = self.encoder_text(t * text_mask, text_mask)
-        y = self.mrte(y, y_mask, t, text_mask, ge)
+        y, weights = self.mrte.forward_with_attention(y, y_mask, t, text_mask, ge)
+        if text_attention is not None:
+            text_attention.append(weights)
         y = self.encoder2(y * y_mask, y_mask)
         lengths = y_lengths
         if speed != 1.0:
@@ -265,6 +270,7 @@ class S2TrainOutput:
     ids_slice: Tensor  # [B] first frame of each segment
     ge: Tensor  # [B, gin, 1] global reference embedding (of the target itself)
     quantized: Tensor  # [B, ssl_dim, T] quantized content at 50 Hz
+    text_attention: Tensor  # [B, heads, T, N] MRTE: each content frame's attention over the phones
 
 
 class SoVITS(nn.Module):
@@ -464,7 +470,8 @@ class SoVITS(nn.Module):
             q = F.pad(q, (0, T - q.size(2)), mode="replicate")
         q = q[:, :, :T]
 
-        m_p, logs_p, _, _ = self.enc_p(q, spec_lens, phones, phone_lens, ge)
+        attention: list[Tensor] = []
+        m_p, logs_p, _, _ = self.enc_p(q, spec_lens, phones, phone_lens, ge, text_attention=attention)
         z, m_q, logs_q, _ = self.enc_q(spec, spec_lens, g=ge.detach(), generator=generator)
         z_p = self.flow(z, z_mask, g=ge)
         z_slice, ids_slice = rand_slice_segments(z, spec_lens, self.config.segment_frames, generator)
@@ -481,6 +488,7 @@ class SoVITS(nn.Module):
             ids_slice=ids_slice,
             ge=ge,
             quantized=q,
+            text_attention=attention[0],
         )
 
     # -- utilities ---------------------------------------------------------------------------
