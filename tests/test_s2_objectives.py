@@ -115,6 +115,19 @@ def test_the_generator_vocodes_the_posterior_mean_when_asked() -> None:
         torch.testing.assert_close(seen[-1], out.z_slice)
 
 
+def test_the_generator_corrupts_the_priors_content_in_training_only() -> None:
+    """`S2TrainConfig.content_corruption` reaches the prior through the training forward; the
+    held-out evaluation (eval mode) reads the clean content."""
+    gen, batch = _generator()
+    clean = S2Generator(gen.sovits, gen.vocoder)
+    corrupting = S2Generator(gen.sovits, gen.vocoder, content_corruption=0.5, corruption_span=2)
+    with torch.no_grad():
+        reference = clean(batch)[0].quantized
+        assert not torch.equal(corrupting(batch)[0].quantized, reference)
+        corrupting.eval()
+        torch.testing.assert_close(corrupting(batch)[0].quantized, reference)
+
+
 def _grad_total(module: torch.nn.Module) -> float:
     return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -383,6 +384,35 @@ def test_forward_train_unfrozen_quantizer_learns() -> None:
     (out.commit_loss + out.m_p.pow(2).mean()).backward()
     assert model.ssl_proj.weight.grad is not None and model.ssl_proj.weight.grad.abs().sum() > 0
     assert not torch.equal(book, model.quantizer.codebooks[0].embed)
+
+
+def test_content_corruption_replaces_spans_of_the_priors_content_only() -> None:
+    """`content_corruption`: about that share of the 25 Hz content frames, in whole spans, become
+    random codebook entries for the prior; the posterior reads the spectrogram as before."""
+    model = make_tiny().eval()  # no dropout: the posterior's outputs compare exactly
+    batch = _train_batch()
+    clean = model.forward_train(*batch, generator=torch.Generator().manual_seed(0))
+    same = model.forward_train(*batch, generator=torch.Generator().manual_seed(0), content_corruption=0.0)
+    torch.testing.assert_close(same.quantized, clean.quantized)
+    book = model.quantizer.codebooks[0].embed
+    shares = []
+    for seed in range(8):
+        out = model.forward_train(
+            *batch, generator=torch.Generator().manual_seed(seed), content_corruption=0.4, corruption_span=3
+        )
+        q, q0 = out.quantized[:, :, ::2], clean.quantized[:, :, ::2]  # [B, D, T25]
+        changed = (q != q0).any(dim=1)  # [B, T25]
+        assert changed.any()
+        for b, t in changed.nonzero().tolist():  # every replaced frame is a codebook entry
+            assert torch.isclose(book, q[b, :, t]).all(dim=1).any()
+        for row in changed.int().tolist():  # in whole spans, but where a span is cut by the row's ends
+            # (a gap of one frame may be a random code that happens to be the frame's own)
+            runs = re.split("00+", "".join(map(str, row)))
+            assert all(len(run) >= 3 for run in runs[1:-1]), row
+        shares.append(changed.float().mean().item())
+        torch.testing.assert_close(out.m_q, clean.m_q)  # the posterior is untouched
+        assert not torch.allclose(out.m_p, clean.m_p)  # the prior reads the corrupted content
+    assert 0.2 < sum(shares) / len(shares) < 0.5, shares
 
 
 def test_inference_model_has_no_posterior() -> None:

@@ -336,7 +336,8 @@ def test_stft_loss_and_posterior_mean_options_reach_the_sovits_trainer(env: Env,
 
 def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) -> None:
     """`--mrte-align-weight` (S2TrainConfig.mrte_align_weight): the trainer logs MRTE's
-    guided-attention cost, records the weight, and refuses a negative one before any step."""
+    guided-attention cost, records the weight, and refuses a negative one before any step; the
+    same for `--content-corruption` (a share of 1 or more is refused)."""
     import shutil
 
     from mlflow import MlflowClient
@@ -347,19 +348,26 @@ def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) 
     shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
     recipe.sovits.steps, recipe.sovits.log_every = 2, 1
     recipe.sovits.mrte_align_weight = 5.0
+    recipe.sovits.content_corruption = 0.3  # (`--content-corruption`) recorded alike
     BaseTrainer(recipe).run("sovits")
     cost = _history(env.uri, "tritone-train-sovits", "mrte_align_cost")
     assert len(cost) == 2 and all(0.0 < v < 1.0 for v in cost), cost
     client = MlflowClient(env.uri)
     experiment = client.get_experiment_by_name("tritone-train-sovits")
     assert experiment is not None
-    assert client.search_runs([experiment.experiment_id], "params.mrte_align_weight = '5.0'")
+    assert client.search_runs(
+        [experiment.experiment_id], "params.mrte_align_weight = '5.0' and params.content_corruption = '0.3'"
+    )
 
     recipe.run_dir = env.root / "mrte-align-bad"
     (recipe.run_dir / "ssl").mkdir(parents=True)
     shutil.copy(env.run / "ssl" / "ssl-final.pt", recipe.run_dir / "ssl" / "ssl-final.pt")
     recipe.sovits.mrte_align_weight = -1.0
     with pytest.raises(ValueError, match="mrte_align_weight"):
+        BaseTrainer(recipe).run("sovits")
+    recipe.sovits.mrte_align_weight = 0.0
+    recipe.sovits.content_corruption = 1.0  # nothing left to read
+    with pytest.raises(ValueError, match="content_corruption"):
         BaseTrainer(recipe).run("sovits")
 
 

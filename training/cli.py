@@ -343,6 +343,13 @@ def add_train_commands(subparsers: Any) -> None:
         help="weight of the guided-attention cost of SoVITS's MRTE attention over the phones (default 0: off)",
     )
     base.add_argument(
+        "--content-corruption",
+        type=float,
+        default=None,
+        help="share of the semantic frames SoVITS's prior reads replaced by random codes in training, "
+        "so it learns to read the phones (default 0: off)",
+    )
+    base.add_argument(
         "--posterior-mean-steps",
         type=int,
         default=None,
@@ -520,6 +527,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.magnitude_weight = args.magnitude_weight
     if args.mrte_align_weight is not None:
         recipe.sovits.mrte_align_weight = args.mrte_align_weight
+    if args.content_corruption is not None:
+        recipe.sovits.content_corruption = args.content_corruption
     if args.posterior_mean_steps is not None:
         recipe.sovits.posterior_mean_steps = args.posterior_mean_steps
     if args.prior_target is not None:

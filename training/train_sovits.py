@@ -101,6 +101,11 @@ class S2TrainConfig:
     # as upstream): pulls it to the diagonal, so the prior can read the phones it is given
     mrte_align_weight: float = 0.0
     mrte_align_width: float = 0.2
+    # share of the semantic frames the prior reads replaced by random codebook entries, in spans
+    # (0 = off, as upstream): wrong content the prior can only correct by reading the phones, as
+    # a GPT's wrong tokens would need
+    content_corruption: float = 0.0
+    corruption_span: int = 4  # semantic frames per replaced span (4 at 25 Hz: 160 ms, about a phone)
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
@@ -165,10 +170,14 @@ def slice_wav(wav: Tensor, starts: Tensor, frames: int, hop: int) -> Tensor:
 class S2Generator(nn.Module):
     """SoVITS (with enc_q) + vocoder as one module, so DDP sees a single forward."""
 
-    def __init__(self, sovits: SoVITS, vocoder: AnyVocoder) -> None:
+    def __init__(
+        self, sovits: SoVITS, vocoder: AnyVocoder, content_corruption: float = 0.0, corruption_span: int = 4
+    ) -> None:
         super().__init__()
         self.sovits = sovits
         self.vocoder = vocoder
+        self.content_corruption = content_corruption  # in training mode only (the eval reads clean content)
+        self.corruption_span = corruption_span
 
     def forward(
         self,
@@ -184,7 +193,13 @@ class S2Generator(nn.Module):
         inference path's latent: a prior sample (m_p + eps * exp(logs_p) * prior_noise) through
         the reverse flow, cut at the same slice."""
         out = self.sovits.forward_train(
-            batch.ssl, batch.spec, batch.spec_lens, batch.phones, batch.phone_lens
+            batch.ssl,
+            batch.spec,
+            batch.spec_lens,
+            batch.phones,
+            batch.phone_lens,
+            content_corruption=self.content_corruption if self.training else 0.0,
+            corruption_span=self.corruption_span,
         )
         seg = out.z_slice.shape[2]
         if prior_noise is None:
@@ -309,6 +324,11 @@ def train_sovits(
             f"mrte_align_weight must be >= 0 and mrte_align_width > 0, got {cfg.mrte_align_weight}, "
             f"{cfg.mrte_align_width}"
         )
+    if not 0 <= cfg.content_corruption < 1 or cfg.corruption_span < 1:
+        raise ValueError(
+            f"content_corruption must be in [0, 1) and corruption_span >= 1, got {cfg.content_corruption}, "
+            f"{cfg.corruption_span}"
+        )
     info = ddp.setup(cfg.threads, cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / S2_FINAL
@@ -334,7 +354,7 @@ def train_sovits(
     sovits.quantizer.load_state_dict(ssl_stage["quantizer"])
     sovits.ssl_proj.requires_grad_(False)
     sovits.quantizer.requires_grad_(False)
-    gen = S2Generator(sovits, vocoder).to(info.device)
+    gen = S2Generator(sovits, vocoder, cfg.content_corruption, cfg.corruption_span).to(info.device)
     disc = make_discriminator(cfg.d_shrink).to(info.device)
     g_params = [p for p in gen.parameters() if p.requires_grad]
     opt_g = torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, eps=1e-9)

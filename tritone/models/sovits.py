@@ -430,6 +430,22 @@ class SoVITS(nn.Module):
 
     # -- training ----------------------------------------------------------------------------
 
+    def _corrupt_content(
+        self, q: Tensor, share: float, span: int, generator: torch.Generator | None
+    ) -> Tensor:
+        """q [B, D, T] quantized content -> the same with random spans of `span` frames (about
+        `share` of each row, spans may overlap) replaced by uniformly drawn codebook entries."""
+        B, _, T = q.shape
+        starts = max(1, round(share * T / span))
+        first = torch.randint(-span + 1, T, (B, starts), generator=generator, device=q.device)  # [B, S]
+        frames = first.unsqueeze(2) + torch.arange(span, device=q.device)  # [B, S, span]
+        hit = torch.zeros(B, T + 2 * span, dtype=torch.bool, device=q.device)
+        hit.scatter_(1, (frames + span).view(B, -1), True)
+        hit = hit[:, span : span + T]  # [B, T]
+        bins = self.quantizer.codebooks[0].codebook_size
+        noise = torch.randint(0, bins, (1, B, T), generator=generator, device=q.device)
+        return torch.where(hit.unsqueeze(1), self.quantizer.decode(noise).to(q.dtype), q)
+
     def forward_train(
         self,
         ssl: Tensor,
@@ -438,6 +454,8 @@ class SoVITS(nn.Module):
         phones: Tensor,
         phone_lens: Tensor,
         generator: torch.Generator | None = None,
+        content_corruption: float = 0.0,
+        corruption_span: int = 4,
     ) -> S2TrainOutput:
         """One VITS training step's forward (upstream `SynthesizerTrn.forward` minus the generator).
 
@@ -448,7 +466,10 @@ class SoVITS(nn.Module):
         updates (upstream fine-tuning); otherwise the quantizer trains (EMA codebook, straight-through
         gradients to ssl_proj and whatever produced `ssl`). The quantized content is cut or
         edge-padded to T frames when the SSL length is odd. `generator` drives the posterior noise
-        and the slice positions.
+        and the slice positions. With `content_corruption`, about that share of each row's
+        semantic frames, in spans of `corruption_span`, are replaced by random codebook entries
+        before the prior reads them (only the prior's input; training only): the prior can then
+        say those frames only by reading the phones.
         """
         if self.enc_q is None:
             raise RuntimeError("this SoVITS was built without enc_q (posterior=False); it cannot train")
@@ -464,6 +485,8 @@ class SoVITS(nn.Module):
                 commit_loss = F.mse_loss(q, x)
         else:
             q, _, commit_loss = self.quantizer(self.ssl_proj(ssl))
+        if content_corruption > 0:
+            q = self._corrupt_content(q, content_corruption, corruption_span, generator)
         if self.config.semantic_stride > 1:
             q = F.interpolate(q, size=q.size(2) * self.config.semantic_stride, mode="nearest")
         if q.size(2) < T:
