@@ -489,19 +489,24 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
     from tritone.models.sovits import SoVITS
 
     seen: list[torch.Tensor] = []
+    seen_phones: list[list[int]] = []
     decode_content = SoVITS.decode_content
 
     def spy(self: SoVITS, content: torch.Tensor, *args: object, **kwargs: object) -> object:
         seen.append(content[0].T.clone())  # [T25, ssl_dim]
+        phones = args[1]
+        assert isinstance(phones, torch.Tensor)
+        seen_phones.append(phones[0].tolist())
         return decode_content(self, content, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(SoVITS, "decode_content", spy)
     argv = [str(base_dir), "--base", str(base_dir), "--corpus", str(env.corpus), "--voices", "2"]
     argv += ["--per-voice", "1", "--content", "codebook", "--content", "features", "--content", "kmeans:8"]
-    assert resynthesis([*argv, "--json", str(report)]) == 0
+    assert resynthesis([*argv, "--content", "corrupt:0.5", "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["rows"]
-    assert set(rows) == {str(base_dir), f"{base_dir} (content: features)", f"{base_dir} (content: kmeans:8)"}
-    assert len(seen) == 6  # 2 sentences x 3 kinds, in that order
+    kinds = ("features", "kmeans:8", "corrupt:0.5")
+    assert set(rows) == {str(base_dir), *(f"{base_dir} (content: {kind})" for kind in kinds)}
+    assert len(seen) == 8  # 2 sentences x 4 kinds, in that order
     codebook = BaseModel.load(base_dir).sovits.quantizer.codebooks[0].embed
 
     def in_codebook(vectors: torch.Tensor) -> bool:
@@ -510,10 +515,16 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
     assert all(in_codebook(v) for v in seen[:2])  # the bundle's tokens
     assert not any(in_codebook(v) for v in seen[2:4])  # the features themselves
     assert all(len(torch.unique(v, dim=0)) > 8 for v in seen[2:4])
-    assert all(len(torch.unique(v, dim=0)) <= 8 and not in_codebook(v) for v in seen[4:])  # 8 new entries
-    with pytest.raises(SystemExit):  # refused before any model is loaded
-        resynthesis([*argv[:9], "--content", "kmeans:1"])
-    assert "kmeans:N (N >= 2)" in capsys.readouterr().err
+    assert all(len(torch.unique(v, dim=0)) <= 8 and not in_codebook(v) for v in seen[4:6])  # 8 new entries
+    # corrupt:0.5: the bundle's tokens, some frames (not all) swapped for other codebook entries
+    for tokens, corrupted in zip(seen[:2], seen[6:]):
+        assert in_codebook(corrupted) and tokens.shape == corrupted.shape
+        changed = (tokens != corrupted).any(dim=1).float().mean()
+        assert 0.0 < changed < 1.0, changed
+    for bad in ("kmeans:1", "corrupt:1", "corrupt:x"):
+        with pytest.raises(SystemExit):  # refused before any model is loaded
+            resynthesis([*argv[:9], "--content", bad])
+        assert "kmeans:N (N >= 2) or corrupt:S (0 < S < 1)" in capsys.readouterr().err
 
     # --other-phones: the same tokens, each sentence with the next one's phones
     from tritone.pipeline import Pipeline
@@ -541,15 +552,25 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
         "--per-voice",
         "2",
     ]
+    seen.clear()
+    seen_phones.clear()
+    argv += ["--content", "codebook", "--content", "corrupt:0.4"]
     assert resynthesis([*argv, "--other-phones", "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["rows"]
-    assert set(rows) == {str(base_dir), f"{base_dir} (another sentence's phones)"}
+    corrupt = f"{base_dir} (content: corrupt:0.4)"
+    other_phones = " (another sentence's phones)"
+    assert set(rows) == {str(base_dir), str(base_dir) + other_phones, corrupt, corrupt + other_phones}
     n = len(calls) // 2
     own, other = calls[:n], calls[n:]
     assert n == 4 and len(calls) == 2 * n
     for i in range(n):
         assert torch.equal(own[i][0], other[i][0])  # the same tokens,
         assert other[i][1] != own[i][1] and other[i][1] in [o[1] for o in own]  # another's phones
+    # and the corrupted content: the same spans and codes with either phones
+    assert len(seen) == 2 * n
+    for i in range(n):
+        assert torch.equal(seen[i], seen[n + i]) and seen_phones[i] == own[i][1]
+        assert seen_phones[n + i] == other[i][1]
 
 
 def test_codebook_refit_over_a_base_trains_a_fresh_gpt_on_the_new_tokens(

@@ -3,7 +3,7 @@
     python -m training.recipes.resynthesis SOURCE... [--base demo/base] [--corpus DIR]
                                                      [--voices 6] [--per-voice 2] [--json OUT]
                                                      [--noise-scale 0.5] [--posterior]
-                                                     [--content codebook|features|kmeans:N ...]
+                                                     [--content codebook|features|kmeans:N|corrupt:S ...]
                                                      [--other-phones]
 
 Each SOURCE is a base bundle (a folder with `manifest.json`), a `tritone train base` run folder
@@ -24,12 +24,15 @@ path's error between the generator and what the prior predicts from tokens and p
 `--content` (repeatable) says what SoVITS reads for the clip's content: `codebook` (default: the
 bundle's own tokens, as serving), `features` (`ssl_proj`'s output, not quantised at all) or
 `kmeans:N` (a codebook of N entries fitted by k-means over the training clips' features, as
-`tritone train base --codebook-size N` fits one). Each kind other than `codebook` adds a row per
-source, so one run tells what the quantisation costs the acoustic path.
+`tritone train base --codebook-size N` fits one) or `corrupt:S` (the bundle's tokens with a
+share S of them, in 160 ms spans, replaced by random codes, seeded: wrong content as a GPT's
+wrong tokens are, which only the phones can correct). Each kind other than `codebook` adds a row
+per source, so one run tells what the quantisation costs the acoustic path.
 
-`--other-phones` adds a row per source in which each sentence's tokens are decoded with the
-phones of the next sentence with another text (the last with the first's): if it scores as the right phones do,
-SoVITS reads the content from the tokens alone and its text input (MRTE) is idle.
+`--other-phones` adds a row per source and content kind in which each sentence's content is
+decoded with the phones of the next sentence with another text (the last with the first's): if it
+scores as the right phones do, SoVITS reads the content from the tokens alone and its text input
+(MRTE) is idle.
 """
 
 from __future__ import annotations
@@ -98,14 +101,32 @@ def load_source(source: Path, base: Any) -> tuple[Any, int | None, Any]:
 Quantiser = Callable[[Any], Any]  # ssl_proj features [1, D, T25] -> the content SoVITS reads
 
 
+CONTENT_KINDS = "codebook, features, kmeans:N (N >= 2) or corrupt:S (0 < S < 1)"
+
+
 def kmeans_size(kind: str) -> int | None:
-    """N of a valid `kmeans:N` (N >= 2), None for `codebook` and `features`; raises otherwise."""
+    """N of a valid `kmeans:N`, None for the other kinds (`codebook`, `features`, `corrupt:S`);
+    raises for anything else."""
     if kind in ("codebook", "features"):
+        return None
+    if kind.startswith("corrupt:"):
+        corrupt_share(kind)
         return None
     size = kind.removeprefix("kmeans:")
     if not kind.startswith("kmeans:") or not size.isdigit() or int(size) < 2:
-        raise ValueError(f"--content must be codebook, features or kmeans:N (N >= 2), not {kind!r}")
+        raise ValueError(f"--content must be {CONTENT_KINDS}, not {kind!r}")
     return int(size)
+
+
+def corrupt_share(kind: str) -> float:
+    """S of a valid `corrupt:S`; raises otherwise."""
+    try:
+        share = float(kind.removeprefix("corrupt:"))
+    except ValueError:
+        share = -1.0
+    if not kind.startswith("corrupt:") or not 0 < share < 1:
+        raise ValueError(f"--content must be {CONTENT_KINDS}, not {kind!r}")
+    return share
 
 
 def content_quantiser(kind: str, model: Any, corpus: Path) -> Quantiser | None:
@@ -113,6 +134,14 @@ def content_quantiser(kind: str, model: Any, corpus: Path) -> Quantiser | None:
     size = kmeans_size(kind)
     if kind == "codebook":
         return None
+    if kind.startswith("corrupt:"):
+        import torch
+
+        from tritone.models.sovits import corrupt_content
+
+        share, book = corrupt_share(kind), model.sovits.quantizer
+        generator = torch.Generator().manual_seed(0x5EED)  # the same spans and codes for every source
+        return lambda x: corrupt_content(book.decode(book.encode(x)), book, share, generator=generator)
     if size is None:  # features
         return lambda x: x
     from training.data import read_list
@@ -150,7 +179,7 @@ def resynthesise(
 ) -> list[Any]:
     """The sentences decoded from their own tokens; with `enc_q`, from their own spectrogram's
     posterior mean instead; with `quantiser`, from their content features quantised by it; with
-    `other_phones`, from their own tokens and the next sentence's phones."""
+    `other_phones`, with the next sentence's phones (not with `enc_q`)."""
     import torch
 
     from tritone.pipeline import Pipeline, SynthesisParams, latent_noise
@@ -160,11 +189,15 @@ def resynthesise(
     for i, (u, audio) in enumerate(chosen):
         voice = pipe.build_voice_prompt(audio, 32_000, u.text, u.lang)
         ge = pipe.reference_embedding(voice)
+        phone_ids = voice.phone_ids.tolist()
+        if other_phones:
+            other = next_other_sentence(chosen, i)
+            phone_ids = list(pipe.frontend.process(other.text, other.lang).ids)
         if quantiser is not None:
             sovits, n = model.sovits, int(voice.semantic.shape[0])
             content = quantiser(sovits.ssl_proj(pipe.ssl_features(audio, 32_000)))[:, :, :n]
             noise = latent_noise(i ^ 0x5EED, sovits.config.inter_channels, 2 * n)[None]  # as tokens_to_audio
-            phones = voice.phone_ids[None]
+            phones = torch.tensor(phone_ids, dtype=torch.long)[None]
             z, _ = sovits.decode_content(
                 content,
                 torch.tensor([n]),
@@ -177,10 +210,6 @@ def resynthesise(
             wav = model.vocoder(z, ge)[0, 0]
         elif enc_q is None:
             params = SynthesisParams(seed=i, noise_scale=noise_scale)
-            phone_ids = voice.phone_ids.tolist()
-            if other_phones:
-                other = next_other_sentence(chosen, i)
-                phone_ids = list(pipe.frontend.process(other.text, other.lang).ids)
             wav = torch.from_numpy(pipe.tokens_to_audio(voice.semantic, phone_ids, ge, params, i))
         else:
             spec = voice.refer_spec[None]  # [1, bins, frames]
@@ -213,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=None,
         metavar="KIND",
-        help="codebook (default), features or kmeans:N: what SoVITS reads for the content (repeatable)",
+        help="codebook (default), features, kmeans:N or corrupt:S: what SoVITS reads for the content "
+        "(repeatable)",
     )
     p.add_argument(
         "--other-phones",
         action="store_true",
-        help="also decode each sentence's tokens with the next sentence's phones (is the text read?)",
+        help="also decode each sentence's content with the next sentence's phones (is the text read?)",
     )
     args = p.parse_args(argv)
     if args.noise_scale < 0:
@@ -249,15 +279,16 @@ def main(argv: list[str] | None = None) -> int:
             model, step, enc_q = load_source(Path(source), base)
             with torch.no_grad():
                 for kind in contents:
-                    quantiser = content_quantiser(kind, model, corpus)
-                    audio = resynthesise(model, chosen, args.noise_scale, quantiser=quantiser)
                     name = source if kind == "codebook" else f"{source} (content: {kind})"
-                    scored[name] = score_clips(audio, recordings, utterances, mel)
-                if args.other_phones:
-                    audio = resynthesise(model, chosen, args.noise_scale, other_phones=True)
-                    scored[f"{source} (another sentence's phones)"] = score_clips(
-                        audio, recordings, utterances, mel
-                    )
+                    quantiser = content_quantiser(kind, model, corpus)
+                    for other in (False, True) if args.other_phones else (False,):
+                        if other and kind.startswith("corrupt:"):  # the same spans and codes again
+                            quantiser = content_quantiser(kind, model, corpus)
+                        audio = resynthesise(
+                            model, chosen, args.noise_scale, quantiser=quantiser, other_phones=other
+                        )
+                        key = f"{name} (another sentence's phones)" if other else name
+                        scored[key] = score_clips(audio, recordings, utterances, mel)
                 if args.posterior and enc_q is not None:
                     audio = resynthesise(model, chosen, enc_q=enc_q)
                     scored[f"{source} (posterior)"] = score_clips(audio, recordings, utterances, mel)

@@ -250,6 +250,28 @@ class TextEncoder(nn.Module):
         return m, logs, y_mask, lengths
 
 
+def corrupt_content(
+    q: Tensor,
+    quantizer: ResidualVectorQuantizer,
+    share: float,
+    span: int = 4,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """q [B, D, T] quantized content -> the same with random spans of `span` frames (about
+    `share` of each row; spans may overlap) replaced by uniformly drawn entries of `quantizer`'s
+    first codebook: content that is wrong where a GPT's tokens would be."""
+    B, _, T = q.shape
+    starts = max(1, round(share * T / span))
+    first = torch.randint(-span + 1, T, (B, starts), generator=generator, device=q.device)  # [B, S]
+    frames = first.unsqueeze(2) + torch.arange(span, device=q.device)  # [B, S, span]
+    hit = torch.zeros(B, T + 2 * span, dtype=torch.bool, device=q.device)
+    hit.scatter_(1, (frames + span).view(B, -1), True)
+    hit = hit[:, span : span + T]  # [B, T]
+    bins = quantizer.codebooks[0].codebook_size
+    noise = torch.randint(0, bins, (1, B, T), generator=generator, device=q.device)
+    return torch.where(hit.unsqueeze(1), quantizer.decode(noise).to(q.dtype), q)
+
+
 @dataclass
 class S2TrainOutput:
     """What the VITS + GAN losses need from one training forward (T = spectrogram frames).
@@ -430,22 +452,6 @@ class SoVITS(nn.Module):
 
     # -- training ----------------------------------------------------------------------------
 
-    def _corrupt_content(
-        self, q: Tensor, share: float, span: int, generator: torch.Generator | None
-    ) -> Tensor:
-        """q [B, D, T] quantized content -> the same with random spans of `span` frames (about
-        `share` of each row, spans may overlap) replaced by uniformly drawn codebook entries."""
-        B, _, T = q.shape
-        starts = max(1, round(share * T / span))
-        first = torch.randint(-span + 1, T, (B, starts), generator=generator, device=q.device)  # [B, S]
-        frames = first.unsqueeze(2) + torch.arange(span, device=q.device)  # [B, S, span]
-        hit = torch.zeros(B, T + 2 * span, dtype=torch.bool, device=q.device)
-        hit.scatter_(1, (frames + span).view(B, -1), True)
-        hit = hit[:, span : span + T]  # [B, T]
-        bins = self.quantizer.codebooks[0].codebook_size
-        noise = torch.randint(0, bins, (1, B, T), generator=generator, device=q.device)
-        return torch.where(hit.unsqueeze(1), self.quantizer.decode(noise).to(q.dtype), q)
-
     def forward_train(
         self,
         ssl: Tensor,
@@ -486,7 +492,7 @@ class SoVITS(nn.Module):
         else:
             q, _, commit_loss = self.quantizer(self.ssl_proj(ssl))
         if content_corruption > 0:
-            q = self._corrupt_content(q, content_corruption, corruption_span, generator)
+            q = corrupt_content(q, self.quantizer, content_corruption, corruption_span, generator)
         if self.config.semantic_stride > 1:
             q = F.interpolate(q, size=q.size(2) * self.config.semantic_stride, mode="nearest")
         if q.size(2) < T:
