@@ -566,11 +566,13 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
     for i in range(n):
         assert torch.equal(own[i][0], other[i][0])  # the same tokens,
         assert other[i][1] != own[i][1] and other[i][1] in [o[1] for o in own]  # another's phones
-    # and the corrupted content: the same spans and codes with either phones
-    assert len(seen) == 2 * n
+    # and the corrupted content (after the tokens' own two passes, which decode content too): the
+    # same spans and codes with either phones
+    assert len(seen) == 4 * n
     for i in range(n):
-        assert torch.equal(seen[i], seen[n + i]) and seen_phones[i] == own[i][1]
-        assert seen_phones[n + i] == other[i][1]
+        corrupted, again = seen[2 * n + i], seen[3 * n + i]
+        assert torch.equal(corrupted, again) and not torch.equal(corrupted, seen[i])
+        assert seen_phones[2 * n + i] == own[i][1] and seen_phones[3 * n + i] == other[i][1]
 
 
 def test_codebook_refit_over_a_base_trains_a_fresh_gpt_on_the_new_tokens(
