@@ -350,6 +350,13 @@ def add_train_commands(subparsers: Any) -> None:
         "so it learns to read the phones (default 0: off)",
     )
     base.add_argument(
+        "--content-cut",
+        type=float,
+        default=None,
+        help="share of the training rows whose SoVITS prior gets its content only through the phones "
+        "MRTE looks up (default 0: off)",
+    )
+    base.add_argument(
         "--posterior-mean-steps",
         type=int,
         default=None,
@@ -529,6 +536,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.sovits.mrte_align_weight = args.mrte_align_weight
     if args.content_corruption is not None:
         recipe.sovits.content_corruption = args.content_corruption
+    if args.content_cut is not None:
+        recipe.sovits.content_cut = args.content_cut
     if args.posterior_mean_steps is not None:
         recipe.sovits.posterior_mean_steps = args.posterior_mean_steps
     if args.prior_target is not None:

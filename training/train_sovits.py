@@ -106,6 +106,9 @@ class S2TrainConfig:
     # a GPT's wrong tokens would need
     content_corruption: float = 0.0
     corruption_span: int = 4  # semantic frames per replaced span (4 at 25 Hz: 160 ms, about a phone)
+    # share of the rows whose prior loses MRTE's residual content path (0 = off): it must say the
+    # clip from the phones its content frames look up
+    content_cut: float = 0.0
     gain_min: float = 0.5  # random per-clip gain (spectrogram and waveform together): the model
     gain_max: float = 1.1  # then clones references recorded at any level
     seed: int = 1234
@@ -171,13 +174,19 @@ class S2Generator(nn.Module):
     """SoVITS (with enc_q) + vocoder as one module, so DDP sees a single forward."""
 
     def __init__(
-        self, sovits: SoVITS, vocoder: AnyVocoder, content_corruption: float = 0.0, corruption_span: int = 4
+        self,
+        sovits: SoVITS,
+        vocoder: AnyVocoder,
+        content_corruption: float = 0.0,
+        corruption_span: int = 4,
+        content_cut: float = 0.0,
     ) -> None:
         super().__init__()
         self.sovits = sovits
         self.vocoder = vocoder
         self.content_corruption = content_corruption  # in training mode only (the eval reads clean content)
         self.corruption_span = corruption_span
+        self.content_cut = content_cut  # in training mode only, as content_corruption
 
     def forward(
         self,
@@ -200,6 +209,7 @@ class S2Generator(nn.Module):
             batch.phone_lens,
             content_corruption=self.content_corruption if self.training else 0.0,
             corruption_span=self.corruption_span,
+            content_cut=self.content_cut if self.training else 0.0,
         )
         seg = out.z_slice.shape[2]
         if prior_noise is None:
@@ -324,6 +334,8 @@ def train_sovits(
             f"mrte_align_weight must be >= 0 and mrte_align_width > 0, got {cfg.mrte_align_weight}, "
             f"{cfg.mrte_align_width}"
         )
+    if not 0 <= cfg.content_cut < 1:
+        raise ValueError(f"content_cut must be in [0, 1), got {cfg.content_cut}")
     if not 0 <= cfg.content_corruption < 1 or cfg.corruption_span < 1:
         raise ValueError(
             f"content_corruption must be in [0, 1) and corruption_span >= 1, got {cfg.content_corruption}, "
@@ -354,7 +366,8 @@ def train_sovits(
     sovits.quantizer.load_state_dict(ssl_stage["quantizer"])
     sovits.ssl_proj.requires_grad_(False)
     sovits.quantizer.requires_grad_(False)
-    gen = S2Generator(sovits, vocoder, cfg.content_corruption, cfg.corruption_span).to(info.device)
+    gen = S2Generator(sovits, vocoder, cfg.content_corruption, cfg.corruption_span, cfg.content_cut)
+    gen = gen.to(info.device)
     disc = make_discriminator(cfg.d_shrink).to(info.device)
     g_params = [p for p in gen.parameters() if p.requires_grad]
     opt_g = torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, eps=1e-9)

@@ -368,14 +368,23 @@ class MRTE(nn.Module):
         return self.forward_with_attention(ssl_enc, ssl_mask, text, text_mask, ge)[0]
 
     def forward_with_attention(
-        self, ssl_enc: Tensor, ssl_mask: Tensor, text: Tensor, text_mask: Tensor, ge: Tensor
+        self,
+        ssl_enc: Tensor,
+        ssl_mask: Tensor,
+        text: Tensor,
+        text_mask: Tensor,
+        ge: Tensor,
+        keep_content: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """`forward`, and each content frame's attention over the phones [B, heads, T, N]."""
+        """`forward`, and each content frame's attention over the phones [B, heads, T, N].
+        `keep_content` [B] (training only) scales each row's residual content path: a row at 0
+        passes on only what its frames looked up in the phones, and the speaker."""
         attn_mask = text_mask.unsqueeze(2) * ssl_mask.unsqueeze(-1)  # [B, 1, T, N]
         c = self.c_pre(ssl_enc * ssl_mask)  # [B, hidden, T]
         t = self.text_pre(text * text_mask)  # [B, hidden, N]
         attended, weights = self.cross_attention.forward_with_weights(c * ssl_mask, t * text_mask, attn_mask)
-        x = attended + c + ge
+        residual = c if keep_content is None else c * keep_content.view(-1, 1, 1).to(c.dtype)
+        x = attended + residual + ge
         return self.c_post(x * ssl_mask), weights
 
 

@@ -226,18 +226,20 @@ class TextEncoder(nn.Module):
         ge: Tensor,
         speed: float = 1.0,
         text_attention: list[Tensor] | None = None,
+        keep_content: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """y [B, ssl_dim, T], text [B, N] ids, ge [B, gin, 1] -> m, logs [B, inter, T'], mask [B, 1, T'],
         lengths [B] (T' = T unless speed != 1: then each row becomes floor(len / speed) + 1 frames).
         A `text_attention` list receives MRTE's attention of the content frames over the phones
-        [B, heads, T, N] (training reads it; inference passes none)."""
+        [B, heads, T, N] (training reads it; inference passes none). `keep_content` [B]: MRTE's
+        (training only)."""
         y_mask = length_mask(y_lengths, y.size(2), y.dtype)
         y = self.ssl_proj(y * y_mask) * y_mask
         y = self.encoder_ssl(y * y_mask, y_mask)
         text_mask = length_mask(text_lengths, text.size(1), y.dtype)
         t = self.text_embedding(text).transpose(1, 2)  # [B, H, N]
         t = self.encoder_text(t * text_mask, text_mask)
-        y, weights = self.mrte.forward_with_attention(y, y_mask, t, text_mask, ge)
+        y, weights = self.mrte.forward_with_attention(y, y_mask, t, text_mask, ge, keep_content)
         if text_attention is not None:
             text_attention.append(weights)
         y = self.encoder2(y * y_mask, y_mask)
@@ -462,6 +464,7 @@ class SoVITS(nn.Module):
         generator: torch.Generator | None = None,
         content_corruption: float = 0.0,
         corruption_span: int = 4,
+        content_cut: float = 0.0,
     ) -> S2TrainOutput:
         """One VITS training step's forward (upstream `SynthesizerTrn.forward` minus the generator).
 
@@ -475,7 +478,9 @@ class SoVITS(nn.Module):
         and the slice positions. With `content_corruption`, about that share of each row's
         semantic frames, in spans of `corruption_span`, are replaced by random codebook entries
         before the prior reads them (only the prior's input; training only): the prior can then
-        say those frames only by reading the phones.
+        say those frames only by reading the phones. With `content_cut`, each row with that
+        probability loses MRTE's residual content path: its prior hears the content only through
+        the phones it looks up.
         """
         if self.enc_q is None:
             raise RuntimeError("this SoVITS was built without enc_q (posterior=False); it cannot train")
@@ -500,7 +505,13 @@ class SoVITS(nn.Module):
         q = q[:, :, :T]
 
         attention: list[Tensor] = []
-        m_p, logs_p, _, _ = self.enc_p(q, spec_lens, phones, phone_lens, ge, text_attention=attention)
+        keep = None
+        if content_cut > 0:
+            draw = torch.rand(q.size(0), generator=generator, device=q.device)
+            keep = (draw >= content_cut).to(q.dtype)  # [B]
+        m_p, logs_p, _, _ = self.enc_p(
+            q, spec_lens, phones, phone_lens, ge, text_attention=attention, keep_content=keep
+        )
         z, m_q, logs_q, _ = self.enc_q(spec, spec_lens, g=ge.detach(), generator=generator)
         z_p = self.flow(z, z_mask, g=ge)
         z_slice, ids_slice = rand_slice_segments(z, spec_lens, self.config.segment_frames, generator)
