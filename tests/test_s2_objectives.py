@@ -128,6 +128,19 @@ def test_the_generator_corrupts_the_priors_content_in_training_only() -> None:
         torch.testing.assert_close(corrupting(batch)[0].quantized, reference)
 
 
+def test_the_generator_cuts_the_priors_content_path_in_training_only() -> None:
+    """`S2TrainConfig.content_cut` reaches MRTE through the training forward, not the evaluation."""
+    gen, batch = _generator()
+    gen.sovits.eval()  # no dropout, so the priors compare exactly; the wrappers stay in training mode
+    clean = S2Generator(gen.sovits, gen.vocoder)
+    cutting = S2Generator(gen.sovits, gen.vocoder, content_cut=0.999)
+    with torch.no_grad():
+        reference = clean(batch)[0].m_p
+        assert not torch.allclose(cutting(batch)[0].m_p, reference)
+        cutting.eval()
+        torch.testing.assert_close(cutting(batch)[0].m_p, reference)
+
+
 def _grad_total(module: torch.nn.Module) -> float:
     return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
 

@@ -415,6 +415,24 @@ def test_content_corruption_replaces_spans_of_the_priors_content_only() -> None:
     assert 0.2 < sum(shares) / len(shares) < 0.5, shares
 
 
+def test_a_content_cut_row_passes_on_only_what_it_looked_up_in_the_phones() -> None:
+    """MRTE's `keep_content` at 0: with one phone to look up, every content frame finds the same
+    thing, so the output no longer depends on the content; kept rows (and the default) do."""
+    mrte = make_tiny().enc_p.mrte.eval()
+    g = torch.Generator().manual_seed(0)
+    channels = mrte.c_pre.in_channels
+    a, b = torch.randn(2, channels, 10, generator=g), torch.randn(2, channels, 10, generator=g)
+    text = torch.randn(2, channels, 1, generator=g)
+    mask, text_mask = torch.ones(2, 1, 10), torch.ones(2, 1, 1)
+    ge = torch.randn(2, mrte.c_post.in_channels, 1, generator=g)
+    cut = torch.tensor([0.0, 1.0])  # the first row cut, the second kept
+    out_a = mrte.forward_with_attention(a, mask, text, text_mask, ge, keep_content=cut)[0]
+    out_b = mrte.forward_with_attention(b, mask, text, text_mask, ge, keep_content=cut)[0]
+    torch.testing.assert_close(out_a[0], out_b[0])
+    assert not torch.allclose(out_a[1], out_b[1])
+    torch.testing.assert_close(mrte(a, mask, text, text_mask, ge)[1], out_a[1])
+
+
 def test_inference_model_has_no_posterior() -> None:
     full, infer = SoVITS(SoVITSConfig.tiny()), SoVITS(SoVITSConfig.tiny(), posterior=False)
     assert infer.enc_q is None and not any(k.startswith("enc_q.") for k in infer.state_dict())

@@ -337,7 +337,7 @@ def test_stft_loss_and_posterior_mean_options_reach_the_sovits_trainer(env: Env,
 def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) -> None:
     """`--mrte-align-weight` (S2TrainConfig.mrte_align_weight): the trainer logs MRTE's
     guided-attention cost, records the weight, and refuses a negative one before any step; the
-    same for `--content-corruption` (a share of 1 or more is refused)."""
+    same for `--content-corruption` and `--content-cut` (a share of 1 or more is refused)."""
     import shutil
 
     from mlflow import MlflowClient
@@ -349,6 +349,7 @@ def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) 
     recipe.sovits.steps, recipe.sovits.log_every = 2, 1
     recipe.sovits.mrte_align_weight = 5.0
     recipe.sovits.content_corruption = 0.3  # (`--content-corruption`) recorded alike
+    recipe.sovits.content_cut = 0.5  # (`--content-cut`)
     BaseTrainer(recipe).run("sovits")
     cost = _history(env.uri, "tritone-train-sovits", "mrte_align_cost")
     assert len(cost) == 2 and all(0.0 < v < 1.0 for v in cost), cost
@@ -356,7 +357,9 @@ def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) 
     experiment = client.get_experiment_by_name("tritone-train-sovits")
     assert experiment is not None
     assert client.search_runs(
-        [experiment.experiment_id], "params.mrte_align_weight = '5.0' and params.content_corruption = '0.3'"
+        [experiment.experiment_id],
+        "params.mrte_align_weight = '5.0' and params.content_corruption = '0.3' "
+        "and params.content_cut = '0.5'",
     )
 
     recipe.run_dir = env.root / "mrte-align-bad"
@@ -368,6 +371,9 @@ def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) 
     recipe.sovits.mrte_align_weight = 0.0
     recipe.sovits.content_corruption = 1.0  # nothing left to read
     with pytest.raises(ValueError, match="content_corruption"):
+        BaseTrainer(recipe).run("sovits")
+    recipe.sovits.content_corruption, recipe.sovits.content_cut = 0.0, 1.0
+    with pytest.raises(ValueError, match="content_cut"):
         BaseTrainer(recipe).run("sovits")
 
 
