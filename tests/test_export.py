@@ -338,3 +338,32 @@ def test_a_dilated_ssl_encoder_exports_with_parity_and_tensorrt_ops(tmp_path: Pa
             modules["ssl"], tmp_path / "ssl.onnx", bank, model.config, 7, {"batch": 2, "samples": samples}
         )
         assert result.ok and result.max_abs <= ATOL, (samples, result.max_abs)
+
+
+def test_mrte_place_prior_exports_with_parity_and_tensorrt_ops(tmp_path: Path) -> None:
+    """`--mrte-position` changes the `sovits` graph (MRTE's place prior, counted from each row's
+    lengths): ONNX Runtime matches PyTorch on it at several lengths and batch sizes, and
+    TensorRT has every operator it uses."""
+    from dataclasses import replace
+
+    from build.export import export_graphs
+    from tritone.models.base import BaseModel, BaseModelConfig
+
+    config = BaseModelConfig.tiny()
+    model = BaseModel.random(
+        replace(config, sovits=replace(config.sovits, mrte_position=True)), seed=2
+    ).eval()
+    strength = model.sovits.enc_p.mrte.position_log_strength
+    assert strength is not None
+    with torch.no_grad():
+        strength.copy_(torch.linspace(-1.0, 1.0, strength.numel()))  # the prior matters, unlike at its start
+    manifest = export_graphs(model, tmp_path, graphs=["sovits"], bank_size=2, max_rank=4)
+    parity = manifest["graphs"]["sovits"]["parity"]
+    assert parity["ok"] and parity["max_abs"] <= ATOL
+    assert check_file(tmp_path / "sovits.onnx") == []
+    modules, bank = graph_modules(model, DEFAULT_TARGETS, 2, 4)
+    fill_bank(bank, seed=5)
+    for batch, codes, phones in ((1, 7, 3), (3, 15, 11)):
+        sizes = {"batch": batch, "code_len": codes, "phone_len": phones}
+        result = check_graph(modules["sovits"], tmp_path / "sovits.onnx", bank, model.config, 7, sizes)
+        assert result.ok and result.max_abs <= ATOL, (batch, codes, phones, result.max_abs)

@@ -433,6 +433,40 @@ def test_a_content_cut_row_passes_on_only_what_it_looked_up_in_the_phones() -> N
     torch.testing.assert_close(mrte(a, mask, text, text_mask, ge)[1], out_a[1])
 
 
+def test_mrte_place_prior_lets_frames_find_their_phone_by_position() -> None:
+    """`mrte_position`: content frames that all sound alike (the content carries nothing) still
+    read different phones, each the one at its place in the sentence, and a row's place is
+    counted over its own lengths, not the batch's padding. Without the prior they all read the
+    same mixture, and a model without it has no extra weight (older bundles load as they are)."""
+    plain = make_tiny().enc_p.mrte.eval()
+    assert "position_log_strength" not in dict(plain.named_parameters())
+    cfg = dataclasses.replace(SoVITSConfig.tiny(), mrte_position=True)
+    mrte = make_tiny(config=cfg).enc_p.mrte.eval()
+    assert mrte.position_log_strength is not None
+    with torch.no_grad():
+        mrte.position_log_strength.fill_(3.0)  # a sharp prior: e^3 per squared phone of distance
+    g = torch.Generator().manual_seed(0)
+    channels = mrte.c_pre.in_channels
+    T, N = 12, 4
+    content = torch.randn(1, channels, 1, generator=g).expand(1, channels, T)  # every frame alike
+    text = torch.randn(1, channels, N, generator=g)
+    ge = torch.randn(1, mrte.c_post.in_channels, 1, generator=g)
+    mask, text_mask = torch.ones(1, 1, T), torch.ones(1, 1, N)
+    out, weights = mrte.forward_with_attention(content, mask, text, text_mask, ge)
+    # frame t of 12 sits at phone t // 3 of 4: each head's attention peaks there
+    assert weights[0].argmax(-1).tolist() == [[t // 3 for t in range(T)]] * weights.size(1)
+    assert not torch.allclose(out[..., 0], out[..., -1], atol=1e-3)  # the first and last frames differ
+    flat = plain(content, mask, text, text_mask, ge)
+    torch.testing.assert_close(flat[..., 0], flat[..., -1])  # without the prior they cannot
+    # the same row padded to a longer batch: the same output on its own frames
+    pad_content = torch.cat([content, torch.randn(1, channels, 5, generator=g)], 2)
+    pad_text = torch.cat([text, torch.randn(1, channels, 3, generator=g)], 2)
+    pad_mask = F.pad(mask, (0, 5))
+    pad_text_mask = F.pad(text_mask, (0, 3))
+    padded = mrte(pad_content, pad_mask, pad_text, pad_text_mask, ge)
+    torch.testing.assert_close(padded[..., :T], out)
+
+
 def test_inference_model_has_no_posterior() -> None:
     full, infer = SoVITS(SoVITSConfig.tiny()), SoVITS(SoVITSConfig.tiny(), posterior=False)
     assert infer.enc_q is None and not any(k.startswith("enc_q.") for k in infer.state_dict())

@@ -377,6 +377,37 @@ def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) 
         BaseTrainer(recipe).run("sovits")
 
 
+def test_mrte_position_over_a_base_without_it_trains_and_exports(env: Env, base_dir: Path) -> None:
+    """`--init BASE --mrte-position`: SoVITS continues from a base whose MRTE has no place prior
+    (every other weight must still fit), the prior starts at its fixed value and trains, and the
+    exported bundle records it and loads with it."""
+    import math
+
+    from tritone.models.sovits import SoVITS
+
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "mrte-position"
+    recipe.init, recipe.mrte_position = base_dir, True
+    recipe.gpt.steps = 0
+    recipe.sovits.steps, recipe.sovits.gan_start, recipe.sovits.prior_start = 4, 2, 0
+    trainer = BaseTrainer(recipe)
+    assert trainer.config.sovits.mrte_position
+    for stage in ("gpt", "sovits", "export"):
+        trainer.run(stage)
+    base, moved = BaseModel.load(base_dir), BaseModel.load(recipe.run_dir / "base")
+    assert not base.config.sovits.mrte_position and base.sovits.enc_p.mrte.position_log_strength is None
+    assert moved.config.sovits.mrte_position
+    strength = moved.sovits.enc_p.mrte.position_log_strength
+    assert strength is not None and strength.shape == (moved.config.sovits.mrte_heads,)
+    assert not torch.allclose(strength, torch.full_like(strength, math.log(0.1)))  # it trained
+    # the other weights continued from the base (a random restart would not correlate with it)
+    w0, w1 = base.sovits.enc_p.mrte.c_pre.weight, moved.sovits.enc_p.mrte.c_pre.weight
+    assert torch.corrcoef(torch.stack([w0.flatten(), w1.flatten()]))[0, 1] > 0.99
+    # a bundle trained with it refuses to load into a model without it: the flag travels with it
+    with pytest.raises(RuntimeError, match="position_log_strength"):
+        SoVITS(base.config.sovits, posterior=False).load_state_dict(moved.sovits.state_dict())
+
+
 def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path) -> None:
     """`python -m training.recipes.decoder_probe`: each variant trains in its own process, the
     report scores every variant next to the recordings, finished variants are reused."""

@@ -343,6 +343,12 @@ def add_train_commands(subparsers: Any) -> None:
         help="weight of the guided-attention cost of SoVITS's MRTE attention over the phones (default 0: off)",
     )
     base.add_argument(
+        "--mrte-position",
+        action="store_true",
+        help="give SoVITS's MRTE a place prior, so content frames find their phones by where they are "
+        "in the sentence as well as by what they sound like (a model change; over --init it starts mild)",
+    )
+    base.add_argument(
         "--content-corruption",
         type=float,
         default=None,
@@ -504,6 +510,7 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         ssl_blocks=args.ssl_blocks,
         ssl_dilation_cycle=args.ssl_dilation_cycle,
         gpt_from_scratch=args.gpt_from_scratch,
+        mrte_position=args.mrte_position,
         bert_dir=args.bert_dir,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,

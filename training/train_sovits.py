@@ -359,7 +359,13 @@ def train_sovits(
     )
     if init_sovits is not None:
         # released weights have no enc_q, and the codebook comes from the SSL stage
-        load_init_weights(sovits, init_sovits, "SoVITS", optional=("enc_q.", "quantizer."))
+        # (and MRTE's place prior, when this run adds it: it starts from a fixed value)
+        load_init_weights(
+            sovits,
+            init_sovits,
+            "SoVITS",
+            optional=("enc_q.", "quantizer.", "enc_p.mrte.position_log_strength"),
+        )
     if init_vocoder is not None:
         load_init_weights(vocoder, init_vocoder, "generator")
     sovits.ssl_proj.load_state_dict(ssl_stage["ssl_proj"])

@@ -256,9 +256,10 @@ class MultiHeadAttention(nn.Module):
         return self.forward_with_weights(x, c, attn_mask)[0]
 
     def forward_with_weights(
-        self, x: Tensor, c: Tensor, attn_mask: Tensor | None = None
+        self, x: Tensor, c: Tensor, attn_mask: Tensor | None = None, bias: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """`forward`, and the attention weights [B, h, Tq, Tk] (before dropout)."""
+        """`forward`, and the attention weights [B, h, Tq, Tk] (before dropout). `bias`
+        [B, h, Tq, Tk] is added to the logits before the mask."""
         B, C, Tq = x.shape
         q = self._heads(self.conv_q(x)) / math.sqrt(self.k_channels)  # [B, h, Tq, dk]
         k = self._heads(self.conv_k(c))  # [B, h, Tk, dk]
@@ -274,6 +275,8 @@ class MultiHeadAttention(nn.Module):
             band = (offset.abs() <= w).to(scores.dtype)
             idx = (offset + w).clamp(0, 2 * w).expand(B, self.n_heads, Tq, Tq)
             scores = scores + rel_logits.gather(3, idx) * band
+        if bias is not None:
+            scores = scores + bias
         if attn_mask is not None:
             scores = scores.masked_fill(attn_mask == 0, -1e4)
         weights = F.softmax(scores, dim=-1)  # [B, h, Tq, Tk]
@@ -351,21 +354,46 @@ class MRTE(nn.Module):
     then the global speaker embedding is added, all in a wider `hidden` space.
 
     ssl_enc [B, C, T] + text [B, C, N] + ge [B, hidden, 1] -> [B, out, T]. Needs ge's width == hidden.
+
+    With `position`, each head's logits also get a place prior: -s_h * d^2, d the distance in
+    phones between the phone and where the frame's fraction of the way through the content
+    falls among the phones (s_h > 0 learned per head, from 0.1). Without it a frame can find its
+    phone only by what its content sounds like, so a frame whose content is wrong cannot.
     """
 
     def __init__(
-        self, content_channels: int = 192, hidden: int = 512, out_channels: int = 192, n_heads: int = 4
+        self,
+        content_channels: int = 192,
+        hidden: int = 512,
+        out_channels: int = 192,
+        n_heads: int = 4,
+        position: bool = False,
     ) -> None:
         super().__init__()
         self.cross_attention = MultiHeadAttention(hidden, hidden, n_heads)
         self.c_pre = nn.Conv1d(content_channels, hidden, 1)
         self.text_pre = nn.Conv1d(content_channels, hidden, 1)
         self.c_post = nn.Conv1d(hidden, out_channels, 1)
+        # a fixed start (not random): a bundle trained without it gains it by loading as is
+        self.position_log_strength = nn.Parameter(torch.full((n_heads,), math.log(0.1))) if position else None
 
     def forward(
         self, ssl_enc: Tensor, ssl_mask: Tensor, text: Tensor, text_mask: Tensor, ge: Tensor
     ) -> Tensor:
         return self.forward_with_attention(ssl_enc, ssl_mask, text, text_mask, ge)[0]
+
+    def position_bias(self, ssl_mask: Tensor, text_mask: Tensor) -> Tensor | None:
+        """ssl_mask [B, 1, T], text_mask [B, 1, N] -> the place prior [B, heads, T, N], or None."""
+        if self.position_log_strength is None:
+            return None
+        frames = ssl_mask.sum(2).clamp(min=1.0)  # [B, 1]
+        phones = text_mask.sum(2).clamp(min=1.0)  # [B, 1]
+        t = torch.arange(ssl_mask.size(2), device=ssl_mask.device, dtype=ssl_mask.dtype)
+        n = torch.arange(text_mask.size(2), device=text_mask.device, dtype=text_mask.dtype)
+        where = (t.unsqueeze(0) + 0.5) / frames * phones  # [B, T]: the frame's place, in phones
+        d = where.unsqueeze(2) - (n + 0.5).view(1, 1, -1)  # [B, T, N]
+        strength = self.position_log_strength.exp().to(d.dtype).view(1, -1, 1, 1)
+        return -strength * d.square().unsqueeze(1)
 
     def forward_with_attention(
         self,
@@ -382,7 +410,9 @@ class MRTE(nn.Module):
         attn_mask = text_mask.unsqueeze(2) * ssl_mask.unsqueeze(-1)  # [B, 1, T, N]
         c = self.c_pre(ssl_enc * ssl_mask)  # [B, hidden, T]
         t = self.text_pre(text * text_mask)  # [B, hidden, N]
-        attended, weights = self.cross_attention.forward_with_weights(c * ssl_mask, t * text_mask, attn_mask)
+        attended, weights = self.cross_attention.forward_with_weights(
+            c * ssl_mask, t * text_mask, attn_mask, self.position_bias(ssl_mask, text_mask)
+        )
         residual = c if keep_content is None else c * keep_content.view(-1, 1, 1).to(c.dtype)
         x = attended + residual + ge
         return self.c_post(x * ssl_mask), weights

@@ -81,6 +81,7 @@ class SoVITSConfig:
     window_size: int = 4
     mrte_channels: int = 512
     mrte_heads: int = 4
+    mrte_position: bool = False  # MRTE's place prior (s2_modules.MRTE): frames find phones by place too
     # reference encoder
     gin_channels: int = 512
     style_hidden: int = 128
@@ -213,7 +214,7 @@ class TextEncoder(nn.Module):
         self.encoder_ssl = AttentionEncoder(h, f, nh, cfg.n_layers // 2, k, p, w)
         self.text_embedding = nn.Embedding(cfg.n_symbols, h)
         self.encoder_text = AttentionEncoder(h, f, nh, cfg.n_layers, k, p, w)
-        self.mrte = MRTE(h, cfg.mrte_channels, h, cfg.mrte_heads)
+        self.mrte = MRTE(h, cfg.mrte_channels, h, cfg.mrte_heads, cfg.mrte_position)
         self.encoder2 = AttentionEncoder(h, f, nh, cfg.n_layers // 2, k, p, w)
         self.proj = nn.Conv1d(h, 2 * cfg.inter_channels, 1)
 
