@@ -467,6 +467,23 @@ def test_mrte_place_prior_lets_frames_find_their_phone_by_position() -> None:
     torch.testing.assert_close(padded[..., :T], out)
 
 
+def test_decode_content_can_cut_the_content_path() -> None:
+    """`decode_content(keep_content=0)` (the resynthesis check's `phones-only`): the latent
+    changes, and the same call with `keep_content` 1 is the plain decode."""
+    model = make_tiny(posterior=False).eval()
+    g = torch.Generator().manual_seed(3)
+    cfg = model.config
+    content = model.quantizer.decode(torch.randint(0, cfg.codebook_size, (1, 1, 9), generator=g))
+    phones = torch.randint(1, cfg.n_symbols, (1, 5), generator=g)
+    ge = torch.randn(1, cfg.gin_channels, 1, generator=g)
+    args = (content, torch.tensor([9]), phones, torch.tensor([5]), ge, 0.0)
+    plain = model.decode_content(*args)[0]
+    kept = model.decode_content(*args, keep_content=torch.ones(1))[0]
+    cut = model.decode_content(*args, keep_content=torch.zeros(1))[0]
+    torch.testing.assert_close(kept, plain)
+    assert not torch.allclose(cut, plain, atol=1e-3)
+
+
 def test_inference_model_has_no_posterior() -> None:
     full, infer = SoVITS(SoVITSConfig.tiny()), SoVITS(SoVITSConfig.tiny(), posterior=False)
     assert infer.enc_q is None and not any(k.startswith("enc_q.") for k in infer.state_dict())

@@ -527,10 +527,12 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
 
     seen: list[torch.Tensor] = []
     seen_phones: list[list[int]] = []
+    seen_keep: list[object] = []
     decode_content = SoVITS.decode_content
 
     def spy(self: SoVITS, content: torch.Tensor, *args: object, **kwargs: object) -> object:
         seen.append(content[0].T.clone())  # [T25, ssl_dim]
+        seen_keep.append(kwargs.get("keep_content"))
         phones = args[1]
         assert isinstance(phones, torch.Tensor)
         seen_phones.append(phones[0].tolist())
@@ -539,11 +541,12 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
     monkeypatch.setattr(SoVITS, "decode_content", spy)
     argv = [str(base_dir), "--base", str(base_dir), "--corpus", str(env.corpus), "--voices", "2"]
     argv += ["--per-voice", "1", "--content", "codebook", "--content", "features", "--content", "kmeans:8"]
-    assert resynthesis([*argv, "--content", "corrupt:0.5", "--json", str(report)]) == 0
+    argv_content = [*argv, "--content", "corrupt:0.5", "--content", "phones-only"]
+    assert resynthesis([*argv_content, "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["rows"]
-    kinds = ("features", "kmeans:8", "corrupt:0.5")
+    kinds = ("features", "kmeans:8", "corrupt:0.5", "phones-only")
     assert set(rows) == {str(base_dir), *(f"{base_dir} (content: {kind})" for kind in kinds)}
-    assert len(seen) == 8  # 2 sentences x 4 kinds, in that order
+    assert len(seen) == 10  # 2 sentences x 5 kinds, in that order
     codebook = BaseModel.load(base_dir).sovits.quantizer.codebooks[0].embed
 
     def in_codebook(vectors: torch.Tensor) -> bool:
@@ -554,14 +557,19 @@ def test_vocoder_kind_switch_trains_a_spectral_generator_over_a_base(
     assert all(len(torch.unique(v, dim=0)) > 8 for v in seen[2:4])
     assert all(len(torch.unique(v, dim=0)) <= 8 and not in_codebook(v) for v in seen[4:6])  # 8 new entries
     # corrupt:0.5: the bundle's tokens, some frames (not all) swapped for other codebook entries
-    for tokens, corrupted in zip(seen[:2], seen[6:]):
+    for tokens, corrupted in zip(seen[:2], seen[6:8]):
         assert in_codebook(corrupted) and tokens.shape == corrupted.shape
         changed = (tokens != corrupted).any(dim=1).float().mean()
         assert 0.0 < changed < 1.0, changed
-    for bad in ("kmeans:1", "corrupt:1", "corrupt:x"):
+    # phones-only: the bundle's own tokens, with MRTE's content path cut; no other kind cuts it
+    for tokens, cut in zip(seen[:2], seen[8:]):
+        assert torch.equal(tokens, cut)
+    assert all(keep is None for keep in seen_keep[:8])
+    assert all(isinstance(keep, torch.Tensor) and not keep.any() for keep in seen_keep[8:])
+    for bad in ("kmeans:1", "corrupt:1", "corrupt:x", "phones"):
         with pytest.raises(SystemExit):  # refused before any model is loaded
             resynthesis([*argv[:9], "--content", bad])
-        assert "kmeans:N (N >= 2) or corrupt:S (0 < S < 1)" in capsys.readouterr().err
+        assert "kmeans:N (N >= 2), corrupt:S (0 < S < 1) or phones-only" in capsys.readouterr().err
 
     # --other-phones: the same tokens, each sentence with the next one's phones
     from tritone.pipeline import Pipeline

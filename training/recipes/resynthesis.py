@@ -3,8 +3,7 @@
     python -m training.recipes.resynthesis SOURCE... [--base demo/base] [--corpus DIR]
                                                      [--voices 6] [--per-voice 2] [--json OUT]
                                                      [--noise-scale 0.5] [--posterior]
-                                                     [--content codebook|features|kmeans:N|corrupt:S ...]
-                                                     [--other-phones]
+                                                     [--content KIND ...] [--other-phones]
 
 Each SOURCE is a base bundle (a folder with `manifest.json`), a `tritone train base` run folder
 (its `sovits/ckpt-latest.pt`: SoVITS and the generator as training left them, either vocoder
@@ -26,8 +25,10 @@ bundle's own tokens, as serving), `features` (`ssl_proj`'s output, not quantised
 `kmeans:N` (a codebook of N entries fitted by k-means over the training clips' features, as
 `tritone train base --codebook-size N` fits one) or `corrupt:S` (the bundle's tokens with a
 share S of them, in 160 ms spans, replaced by random codes, seeded: wrong content as a GPT's
-wrong tokens are, which only the phones can correct). Each kind other than `codebook` adds a row
-per source, so one run tells what the quantisation costs the acoustic path.
+wrong tokens are, which only the phones can correct) or `phones-only` (the bundle's tokens, but
+MRTE's residual content path cut as `--content-cut` cuts it in training: the prior hears only
+what the frames look up in the phones, and the speaker). Each kind other than `codebook` adds a
+row per source, so one run tells what the quantisation costs the acoustic path.
 
 `--other-phones` adds a row per source and content kind in which each sentence's content is
 decoded with the phones of the next sentence with another text (the last with the first's): if it
@@ -101,13 +102,13 @@ def load_source(source: Path, base: Any) -> tuple[Any, int | None, Any]:
 Quantiser = Callable[[Any], Any]  # ssl_proj features [1, D, T25] -> the content SoVITS reads
 
 
-CONTENT_KINDS = "codebook, features, kmeans:N (N >= 2) or corrupt:S (0 < S < 1)"
+CONTENT_KINDS = "codebook, features, kmeans:N (N >= 2), corrupt:S (0 < S < 1) or phones-only"
 
 
 def kmeans_size(kind: str) -> int | None:
-    """N of a valid `kmeans:N`, None for the other kinds (`codebook`, `features`, `corrupt:S`);
-    raises for anything else."""
-    if kind in ("codebook", "features"):
+    """N of a valid `kmeans:N`, None for the other kinds (`codebook`, `features`, `corrupt:S`,
+    `phones-only`); raises for anything else."""
+    if kind in ("codebook", "features", "phones-only"):
         return None
     if kind.startswith("corrupt:"):
         corrupt_share(kind)
@@ -142,6 +143,9 @@ def content_quantiser(kind: str, model: Any, corpus: Path) -> Quantiser | None:
         share, book = corrupt_share(kind), model.sovits.quantizer
         generator = torch.Generator().manual_seed(0x5EED)  # the same spans and codes for every source
         return lambda x: corrupt_content(book.decode(book.encode(x)), book, share, generator=generator)
+    if kind == "phones-only":  # the bundle's tokens as content vectors; the caller cuts them
+        book = model.sovits.quantizer
+        return lambda x: book.decode(book.encode(x))
     if size is None:  # features
         return lambda x: x
     from training.data import read_list
@@ -176,10 +180,12 @@ def resynthesise(
     enc_q: Any = None,
     quantiser: Quantiser | None = None,
     other_phones: bool = False,
+    phones_only: bool = False,
 ) -> list[Any]:
     """The sentences decoded from their own tokens; with `enc_q`, from their own spectrogram's
-    posterior mean instead; with `quantiser`, from their content features quantised by it; with
-    `other_phones`, with the next sentence's phones (not with `enc_q`)."""
+    posterior mean instead; with `quantiser`, from their content features quantised by it (and
+    with `phones_only`, MRTE's residual content path cut); with `other_phones`, with the next
+    sentence's phones (not with `enc_q`)."""
     import torch
 
     from tritone.pipeline import Pipeline, SynthesisParams, latent_noise
@@ -206,6 +212,7 @@ def resynthesise(
                 ge,
                 noise_scale,
                 noise=noise,
+                keep_content=torch.zeros(1) if phones_only else None,
             )
             wav = model.vocoder(z, ge)[0, 0]
         elif enc_q is None:
@@ -242,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=None,
         metavar="KIND",
-        help="codebook (default), features, kmeans:N or corrupt:S: what SoVITS reads for the content "
-        "(repeatable)",
+        help="codebook (default), features, kmeans:N, corrupt:S or phones-only: what SoVITS reads for "
+        "the content (repeatable)",
     )
     p.add_argument(
         "--other-phones",
@@ -285,7 +292,12 @@ def main(argv: list[str] | None = None) -> int:
                         if other and kind.startswith("corrupt:"):  # the same spans and codes again
                             quantiser = content_quantiser(kind, model, corpus)
                         audio = resynthesise(
-                            model, chosen, args.noise_scale, quantiser=quantiser, other_phones=other
+                            model,
+                            chosen,
+                            args.noise_scale,
+                            quantiser=quantiser,
+                            other_phones=other,
+                            phones_only=kind == "phones-only",
                         )
                         key = f"{name} (another sentence's phones)" if other else name
                         scored[key] = score_clips(audio, recordings, utterances, mel)

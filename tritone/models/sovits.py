@@ -416,14 +416,18 @@ class SoVITS(nn.Module):
         speed: float = 1.0,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         noise: Tensor | None = None,
+        keep_content: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """`decode_latent` from content vectors [B, ssl_dim, T25] instead of codes: the codebook's
         vectors, or any other quantisation of `ssl_proj`'s output (the resynthesis check compares
-        them). content_lens [B]; the rest as `decode_latent`."""
+        them). content_lens [B]; `keep_content` [B] as `TextEncoder.forward` (0: the prior hears
+        the content only through the phones its frames look up); the rest as `decode_latent`."""
         content_lens = content_lens.to(content.device)
         q = self._to_ssl_rate(content)
         y_lens = content_lens * self.config.semantic_stride
-        m, logs, y_mask, lengths = self.enc_p(q, y_lens, phones, phone_lens.to(phones.device), ge, speed)
+        m, logs, y_mask, lengths = self.enc_p(
+            q, y_lens, phones, phone_lens.to(phones.device), ge, speed, keep_content=keep_content
+        )
         eps = self._noise(m, lengths, generator, noise)
         z_p = (m + eps * torch.exp(logs) * noise_scale) * y_mask
         z = self.flow(z_p, y_mask, g=ge, reverse=True)
