@@ -340,10 +340,11 @@ def test_a_dilated_ssl_encoder_exports_with_parity_and_tensorrt_ops(tmp_path: Pa
         assert result.ok and result.max_abs <= ATOL, (samples, result.max_abs)
 
 
-def test_mrte_place_prior_exports_with_parity_and_tensorrt_ops(tmp_path: Path) -> None:
-    """`--mrte-position` changes the `sovits` graph (MRTE's place prior, counted from each row's
-    lengths): ONNX Runtime matches PyTorch on it at several lengths and batch sizes, and
-    TensorRT has every operator it uses."""
+@pytest.mark.parametrize("lookup", ["content+place", "place"])
+def test_mrte_place_lookups_export_with_parity_and_tensorrt_ops(tmp_path: Path, lookup: str) -> None:
+    """`--mrte-lookup content+place` and `place` change the `sovits` graph (MRTE's place prior,
+    counted from each row's lengths): ONNX Runtime matches PyTorch on it at several lengths and
+    batch sizes, and TensorRT has every operator it uses."""
     from dataclasses import replace
 
     from build.export import export_graphs
@@ -351,7 +352,7 @@ def test_mrte_place_prior_exports_with_parity_and_tensorrt_ops(tmp_path: Path) -
 
     config = BaseModelConfig.tiny()
     model = BaseModel.random(
-        replace(config, sovits=replace(config.sovits, mrte_position=True)), seed=2
+        replace(config, sovits=replace(config.sovits, mrte_lookup=lookup)), seed=2
     ).eval()
     strength = model.sovits.enc_p.mrte.position_log_strength
     assert strength is not None

@@ -434,13 +434,14 @@ def test_a_content_cut_row_passes_on_only_what_it_looked_up_in_the_phones() -> N
 
 
 def test_mrte_place_prior_lets_frames_find_their_phone_by_position() -> None:
-    """`mrte_position`: content frames that all sound alike (the content carries nothing) still
-    read different phones, each the one at its place in the sentence, and a row's place is
-    counted over its own lengths, not the batch's padding. Without the prior they all read the
-    same mixture, and a model without it has no extra weight (older bundles load as they are)."""
+    """`mrte_lookup` content+place: content frames that all sound alike (the content carries
+    nothing) still read different phones, each the one at its place in the sentence, and a row's
+    place is counted over its own lengths, not the batch's padding. With the content lookup
+    (upstream's) they all read the same mixture, and a model has no extra weight (older bundles
+    load as they are)."""
     plain = make_tiny().enc_p.mrte.eval()
     assert "position_log_strength" not in dict(plain.named_parameters())
-    cfg = dataclasses.replace(SoVITSConfig.tiny(), mrte_position=True)
+    cfg = dataclasses.replace(SoVITSConfig.tiny(), mrte_lookup="content+place")
     mrte = make_tiny(config=cfg).enc_p.mrte.eval()
     assert mrte.position_log_strength is not None
     with torch.no_grad():
@@ -465,6 +466,35 @@ def test_mrte_place_prior_lets_frames_find_their_phone_by_position() -> None:
     pad_text_mask = F.pad(text_mask, (0, 3))
     padded = mrte(pad_content, pad_mask, pad_text, pad_text_mask, ge)
     torch.testing.assert_close(padded[..., :T], out)
+
+
+def test_mrte_place_lookup_reads_no_content() -> None:
+    """`mrte_lookup` place: which phones a frame attends to depends on its place alone, so with
+    the residual content path cut (`keep_content` 0) the output carries nothing of the content,
+    only the phones at each place; with the content lookup the attention weights themselves
+    carry the content. An unknown lookup is refused."""
+    g = torch.Generator().manual_seed(1)
+    outs = {}
+    for lookup in ("content", "place"):
+        mrte = make_tiny(
+            config=dataclasses.replace(SoVITSConfig.tiny(), mrte_lookup=lookup)
+        ).enc_p.mrte.eval()
+        channels, T, N = mrte.c_pre.in_channels, 10, 5
+        a, b = torch.randn(2, 1, channels, T, generator=g)
+        text = torch.randn(1, channels, N, generator=g)
+        ge = torch.randn(1, mrte.c_post.in_channels, 1, generator=g)
+        mask, text_mask, cut = torch.ones(1, 1, T), torch.ones(1, 1, N), torch.zeros(1)
+        out_a, w_a = mrte.forward_with_attention(a, mask, text, text_mask, ge, keep_content=cut)
+        out_b, w_b = mrte.forward_with_attention(b, mask, text, text_mask, ge, keep_content=cut)
+        outs[lookup] = (out_a, out_b, w_a, w_b)
+    out_a, out_b, w_a, w_b = outs["place"]
+    torch.testing.assert_close(w_a, w_b)
+    torch.testing.assert_close(out_a, out_b)
+    assert not torch.allclose(out_a[..., 0], out_a[..., -1], atol=1e-4)  # but the place matters
+    out_a, out_b, w_a, w_b = outs["content"]
+    assert not torch.allclose(w_a, w_b) and not torch.allclose(out_a, out_b)
+    with pytest.raises(ValueError, match="mrte_lookup"):
+        dataclasses.replace(SoVITSConfig.tiny(), mrte_lookup="places")
 
 
 def test_decode_content_can_cut_the_content_path() -> None:

@@ -377,8 +377,8 @@ def test_mrte_align_weight_reaches_the_sovits_trainer(env: Env, base_dir: Path) 
         BaseTrainer(recipe).run("sovits")
 
 
-def test_mrte_position_over_a_base_without_it_trains_and_exports(env: Env, base_dir: Path) -> None:
-    """`--init BASE --mrte-position`: SoVITS continues from a base whose MRTE has no place prior
+def test_mrte_place_lookup_over_a_base_without_it_trains_and_exports(env: Env, base_dir: Path) -> None:
+    """`--init BASE --mrte-lookup content+place`: SoVITS continues from a base whose MRTE has no place prior
     (every other weight must still fit), the prior starts at its fixed value and trains, and the
     exported bundle records it and loads with it."""
     import math
@@ -387,16 +387,18 @@ def test_mrte_position_over_a_base_without_it_trains_and_exports(env: Env, base_
 
     recipe = _recipe(env)
     recipe.run_dir = env.root / "mrte-position"
-    recipe.init, recipe.mrte_position = base_dir, True
+    recipe.init, recipe.mrte_lookup = base_dir, "content+place"
     recipe.gpt.steps = 0
     recipe.sovits.steps, recipe.sovits.gan_start, recipe.sovits.prior_start = 4, 2, 0
     trainer = BaseTrainer(recipe)
-    assert trainer.config.sovits.mrte_position
+    assert trainer.config.sovits.mrte_lookup == "content+place"
     for stage in ("gpt", "sovits", "export"):
         trainer.run(stage)
     base, moved = BaseModel.load(base_dir), BaseModel.load(recipe.run_dir / "base")
-    assert not base.config.sovits.mrte_position and base.sovits.enc_p.mrte.position_log_strength is None
-    assert moved.config.sovits.mrte_position
+    assert (
+        base.config.sovits.mrte_lookup == "content" and base.sovits.enc_p.mrte.position_log_strength is None
+    )
+    assert moved.config.sovits.mrte_lookup == "content+place"
     strength = moved.sovits.enc_p.mrte.position_log_strength
     assert strength is not None and strength.shape == (moved.config.sovits.mrte_heads,)
     assert not torch.allclose(strength, torch.full_like(strength, math.log(0.1)))  # it trained

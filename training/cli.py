@@ -343,10 +343,12 @@ def add_train_commands(subparsers: Any) -> None:
         help="weight of the guided-attention cost of SoVITS's MRTE attention over the phones (default 0: off)",
     )
     base.add_argument(
-        "--mrte-position",
-        action="store_true",
-        help="give SoVITS's MRTE a place prior, so content frames find their phones by where they are "
-        "in the sentence as well as by what they sound like (a model change; over --init it starts mild)",
+        "--mrte-lookup",
+        choices=("content", "content+place", "place"),  # tritone.models.s2_modules.MRTE_LOOKUPS (lazily)
+        default=None,
+        help="how SoVITS's MRTE frames find their phones: by what they sound like (content, upstream's), "
+        "also by their place in the sentence (content+place), or by place alone (place); a model "
+        "change, over --init the place prior starts mild (default: the preset's or init's)",
     )
     base.add_argument(
         "--content-corruption",
@@ -510,7 +512,7 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         ssl_blocks=args.ssl_blocks,
         ssl_dilation_cycle=args.ssl_dilation_cycle,
         gpt_from_scratch=args.gpt_from_scratch,
-        mrte_position=args.mrte_position,
+        mrte_lookup=args.mrte_lookup,
         bert_dir=args.bert_dir,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,

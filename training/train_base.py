@@ -65,7 +65,7 @@ class BaseRecipe:
     ssl_blocks: int | None = None  # a built-in SSL encoder this deep instead of the preset's / init's
     ssl_dilation_cycle: int | None = None  # ... with its blocks dilated in cycles of this length
     gpt_from_scratch: bool = False  # over `init`, train the GPT from random weights, not on from init's
-    mrte_position: bool = False  # SoVITS's MRTE with its place prior (SoVITSConfig.mrte_position)
+    mrte_lookup: str | None = None  # SoVITS's MRTE lookup instead of the preset's / init's (SoVITSConfig)
     bert_dir: str | None = None
     cache_dir: Path | None = None
     tracking_uri: str | None = None
@@ -98,8 +98,8 @@ class BaseRecipe:
             config = config.with_codebook_size(self.codebook_size)
         if self.reshapes_ssl:
             config = config.with_ssl_shape(self.ssl_blocks, self.ssl_dilation_cycle)
-        if self.mrte_position:
-            config = replace(config, sovits=replace(config.sovits, mrte_position=True))
+        if self.mrte_lookup is not None:
+            config = replace(config, sovits=replace(config.sovits, mrte_lookup=self.mrte_lookup))
         return config
 
     @property

@@ -349,16 +349,22 @@ class AttentionEncoder(nn.Module):
         return x * x_mask
 
 
+MRTE_LOOKUPS = ("content", "content+place", "place")
+
+
 class MRTE(nn.Module):
     """Multi-reference timbre encoder: content frames (queries) attend to phones (keys/values),
     then the global speaker embedding is added, all in a wider `hidden` space.
 
     ssl_enc [B, C, T] + text [B, C, N] + ge [B, hidden, 1] -> [B, out, T]. Needs ge's width == hidden.
 
-    With `position`, each head's logits also get a place prior: -s_h * d^2, d the distance in
-    phones between the phone and where the frame's fraction of the way through the content
-    falls among the phones (s_h > 0 learned per head, from 0.1). Without it a frame can find its
-    phone only by what its content sounds like, so a frame whose content is wrong cannot.
+    `lookup` says how a frame finds its phones. `content` (upstream): by what the frame sounds
+    like, so a frame whose content is wrong cannot find its phone, and which phones a frame
+    attends to can itself carry the content. `content+place` adds a place prior to each head's
+    logits, -s_h * d^2, d the distance in phones between the phone and where the frame's fraction
+    of the way through the content falls among the phones (s_h > 0 learned per head, from 0.1).
+    `place`: by that prior alone (the queries see no content), so what MRTE adds is the phones
+    at the frame's place and nothing of the content.
     """
 
     def __init__(
@@ -367,15 +373,20 @@ class MRTE(nn.Module):
         hidden: int = 512,
         out_channels: int = 192,
         n_heads: int = 4,
-        position: bool = False,
+        lookup: str = "content",
     ) -> None:
         super().__init__()
+        if lookup not in MRTE_LOOKUPS:
+            raise ValueError(f"MRTE lookup must be one of {MRTE_LOOKUPS}, not {lookup!r}")
+        self.lookup = lookup
         self.cross_attention = MultiHeadAttention(hidden, hidden, n_heads)
         self.c_pre = nn.Conv1d(content_channels, hidden, 1)
         self.text_pre = nn.Conv1d(content_channels, hidden, 1)
         self.c_post = nn.Conv1d(hidden, out_channels, 1)
         # a fixed start (not random): a bundle trained without it gains it by loading as is
-        self.position_log_strength = nn.Parameter(torch.full((n_heads,), math.log(0.1))) if position else None
+        self.position_log_strength = (
+            nn.Parameter(torch.full((n_heads,), math.log(0.1))) if lookup != "content" else None
+        )
 
     def forward(
         self, ssl_enc: Tensor, ssl_mask: Tensor, text: Tensor, text_mask: Tensor, ge: Tensor
@@ -410,8 +421,10 @@ class MRTE(nn.Module):
         attn_mask = text_mask.unsqueeze(2) * ssl_mask.unsqueeze(-1)  # [B, 1, T, N]
         c = self.c_pre(ssl_enc * ssl_mask)  # [B, hidden, T]
         t = self.text_pre(text * text_mask)  # [B, hidden, N]
+        # place only: constant queries (conv_q's bias) leave a per-phone salience and the prior
+        queries = c * ssl_mask if self.lookup != "place" else torch.zeros_like(c)
         attended, weights = self.cross_attention.forward_with_weights(
-            c * ssl_mask, t * text_mask, attn_mask, self.position_bias(ssl_mask, text_mask)
+            queries, t * text_mask, attn_mask, self.position_bias(ssl_mask, text_mask)
         )
         residual = c if keep_content is None else c * keep_content.view(-1, 1, 1).to(c.dtype)
         x = attended + residual + ge

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tritone.models.s2_flow import PosteriorEncoder, ResidualCouplingBlock
 from tritone.models.s2_modules import (
     MRTE,
+    MRTE_LOOKUPS,
     AttentionEncoder,
     MelStyleEncoder,
     check_state_dict,
@@ -81,7 +82,7 @@ class SoVITSConfig:
     window_size: int = 4
     mrte_channels: int = 512
     mrte_heads: int = 4
-    mrte_position: bool = False  # MRTE's place prior (s2_modules.MRTE): frames find phones by place too
+    mrte_lookup: str = "content"  # how MRTE's frames find their phones (s2_modules.MRTE_LOOKUPS)
     # reference encoder
     gin_channels: int = 512
     style_hidden: int = 128
@@ -109,6 +110,8 @@ class SoVITSConfig:
             raise ValueError("MRTE adds ge in its hidden space: gin_channels must equal mrte_channels")
         if self.ref_spec_channels > self.spec_channels:
             raise ValueError("ref_spec_channels cannot exceed spec_channels")
+        if self.mrte_lookup not in MRTE_LOOKUPS:
+            raise ValueError(f"mrte_lookup must be one of {MRTE_LOOKUPS}, not {self.mrte_lookup!r}")
 
     @property
     def semantic_stride(self) -> int:
@@ -214,7 +217,7 @@ class TextEncoder(nn.Module):
         self.encoder_ssl = AttentionEncoder(h, f, nh, cfg.n_layers // 2, k, p, w)
         self.text_embedding = nn.Embedding(cfg.n_symbols, h)
         self.encoder_text = AttentionEncoder(h, f, nh, cfg.n_layers, k, p, w)
-        self.mrte = MRTE(h, cfg.mrte_channels, h, cfg.mrte_heads, cfg.mrte_position)
+        self.mrte = MRTE(h, cfg.mrte_channels, h, cfg.mrte_heads, cfg.mrte_lookup)
         self.encoder2 = AttentionEncoder(h, f, nh, cfg.n_layers // 2, k, p, w)
         self.proj = nn.Conv1d(h, 2 * cfg.inter_channels, 1)
 
