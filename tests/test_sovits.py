@@ -497,6 +497,48 @@ def test_mrte_place_lookup_reads_no_content() -> None:
         dataclasses.replace(SoVITSConfig.tiny(), mrte_lookup="places")
 
 
+def test_mrte_aligned_lookup_reads_each_frames_own_phone_and_no_content() -> None:
+    """`mrte_lookup` aligned: each frame attends to exactly the phone `phone_index` gives it, so
+    two frames given the same phone read the same, another index reads another phone, and with
+    the content path cut the output carries nothing of the content. Without an index, or with one
+    of the wrong shape, it refuses; `decode_content` passes the index through."""
+    model = make_tiny(config=dataclasses.replace(SoVITSConfig.tiny(), mrte_lookup="aligned")).eval()
+    mrte = model.enc_p.mrte
+    assert "position_log_strength" not in dict(mrte.named_parameters())  # no new weights
+    g = torch.Generator().manual_seed(2)
+    channels, T, N = mrte.c_pre.in_channels, 8, 4
+    a, b = torch.randn(2, 1, channels, T, generator=g)
+    text = torch.randn(1, channels, N, generator=g)
+    ge = torch.randn(1, mrte.c_post.in_channels, 1, generator=g)
+    mask, text_mask, cut = torch.ones(1, 1, T), torch.ones(1, 1, N), torch.zeros(1)
+    index = torch.tensor([[0, 0, 1, 1, 1, 2, 3, 3]])
+    out_a, w_a = mrte.forward_with_attention(a, mask, text, text_mask, ge, cut, index)
+    out_b = mrte.forward_with_attention(b, mask, text, text_mask, ge, cut, index)[0]
+    assert w_a.argmax(-1).unique(dim=1).tolist() == [[index[0].tolist()]]
+    assert float(w_a.detach().max(-1).values.min()) > 0.999  # all of it on that phone
+    torch.testing.assert_close(out_a, out_b)  # the content does not reach it
+    torch.testing.assert_close(out_a[..., 2], out_a[..., 4])  # same phone, same output
+    assert not torch.allclose(out_a[..., 1], out_a[..., 2], atol=1e-4)  # another phone, another
+    shifted = mrte.forward_with_attention(a, mask, text, text_mask, ge, cut, index.roll(1, dims=1))[0]
+    assert not torch.allclose(shifted, out_a, atol=1e-4)
+    with pytest.raises(ValueError, match="phone_index"):
+        mrte(a, mask, text, text_mask, ge)
+    with pytest.raises(ValueError, match="phone_index"):
+        mrte(a, mask, text, text_mask, ge, phone_index=index[:, :5])
+    # through decode_content: 9 tokens are 18 content frames, each given a phone
+    cfg = model.config
+    content = model.quantizer.decode(torch.randint(0, cfg.codebook_size, (1, 1, 9), generator=g))
+    phones = torch.randint(1, cfg.n_symbols, (1, 5), generator=g)
+    gz = torch.randn(1, cfg.gin_channels, 1, generator=g)
+    args = (content, torch.tensor([9]), phones, torch.tensor([5]), gz, 0.0)
+    spread = torch.arange(18).view(1, -1) * 5 // 18
+    z = model.decode_content(*args, phone_index=spread)[0]
+    other = model.decode_content(*args, phone_index=spread.flip(1))[0]
+    assert z.shape == (1, cfg.inter_channels, 18) and not torch.allclose(z, other, atol=1e-4)
+    with pytest.raises(ValueError, match="phone_index"):
+        model.decode_content(*args)
+
+
 def test_decode_content_can_cut_the_content_path() -> None:
     """`decode_content(keep_content=0)` (the resynthesis check's `phones-only`): the latent
     changes, and the same call with `keep_content` 1 is the plain decode."""

@@ -410,6 +410,75 @@ def test_mrte_place_lookup_over_a_base_without_it_trains_and_exports(env: Env, b
         SoVITS(base.config.sovits, posterior=False).load_state_dict(moved.sovits.state_dict())
 
 
+def test_mrte_aligned_lookup_trains_its_aligner_first_and_is_not_exported(
+    env: Env, base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--init BASE --mrte-lookup aligned`: the aligner stage trains the token aligner on the
+    encoded tokens (logged with its held-out phone error rate), SoVITS then trains with each
+    clip's phones placed on its frames by it (every frame a phone of its own sentence, in order),
+    the export refuses (serving has no aligner) and the resynthesis check decodes the run folder
+    with the aligner's placement. A run without the aligned lookup has no aligner stage to do."""
+    import json
+
+    from training.recipes.resynthesis import main as resynthesis
+    from tritone.models.sovits import SoVITS
+
+    assert BaseTrainer(_recipe(env)).run("aligner").startswith("not needed")
+    recipe = _recipe(env)
+    recipe.run_dir = env.root / "mrte-aligned"
+    recipe.init, recipe.mrte_lookup = base_dir, "aligned"
+    recipe.gpt.steps = 0
+    recipe.aligner.steps, recipe.aligner.warmup, recipe.aligner.log_every = 30, 3, 10
+    recipe.aligner.eval_every, recipe.aligner.eval_utts = 15, 4
+    recipe.sovits.steps, recipe.sovits.gan_start, recipe.sovits.prior_start = 4, 2, 0
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    forward_train = SoVITS.forward_train
+
+    def spy(self: SoVITS, *args: object, **kwargs: object) -> object:
+        index = kwargs.get("phone_index")
+        assert isinstance(index, torch.Tensor)
+        phone_lens, spec_lens = args[4], args[2]
+        assert isinstance(phone_lens, torch.Tensor) and isinstance(spec_lens, torch.Tensor)
+        seen.append((index.clone(), phone_lens.clone(), spec_lens.clone()))
+        return forward_train(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SoVITS, "forward_train", spy)
+    trainer = BaseTrainer(recipe)
+    for stage in ("gpt", "sovits"):  # the sovits stage trains the aligner first
+        trainer.run(stage)
+    assert (recipe.run_dir / "aligner" / "aligner-final.pt").is_file()
+    per = _history(env.uri, "tritone-train-aligner", "eval_phone_error_rate")
+    assert len(per) == 2 and all(0.0 <= v <= 2.0 for v in per), per
+    loss = _history(env.uri, "tritone-train-aligner", "loss")
+    assert len(loss) == 3 and loss[-1] < loss[0], loss
+    assert len(seen) == 4
+    for index, phone_lens, spec_lens in seen:
+        assert index.shape[0] == phone_lens.shape[0] and index.shape[1] >= int(spec_lens.max())
+        for row, n, t in zip(index, phone_lens.tolist(), spec_lens.tolist()):
+            frames = row[:t]
+            assert frames[0] == 0 and (frames.diff() >= 0).all() and int(frames.max()) <= n - 1
+            assert len(frames.unique()) >= min(n, t) - 1  # every phone gets a frame (but a cut last one)
+    with pytest.raises(ValueError, match="aligned MRTE lookup cannot be exported"):
+        trainer.run("export")
+
+    indices: list[torch.Tensor] = []
+    decode_content = SoVITS.decode_content
+
+    def spy_decode(self: SoVITS, *args: object, **kwargs: object) -> object:
+        index = kwargs.get("phone_index")
+        assert isinstance(index, torch.Tensor)
+        indices.append(index.clone())
+        return decode_content(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SoVITS, "decode_content", spy_decode)
+    report = env.root / "resynthesis-aligned.json"
+    argv = [str(recipe.run_dir), "--base", str(base_dir), "--corpus", str(env.corpus), "--voices", "2"]
+    assert resynthesis([*argv, "--per-voice", "1", "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert set(rows) == {str(recipe.run_dir)} and rows[str(recipe.run_dir)]["steps"] == 4
+    assert len(indices) == 2 and all(i[0, 0] == 0 and (i.diff() >= 0).all() for i in indices)
+
+
 def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path) -> None:
     """`python -m training.recipes.decoder_probe`: each variant trains in its own process, the
     report scores every variant next to the recordings, finished variants are reused."""

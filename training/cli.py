@@ -227,7 +227,7 @@ def add_train_commands(subparsers: Any) -> None:
         "base",
         help="train the base model (SSL/quantizer, GPT, SoVITS + vocoder), export and register it",
         description=(
-            "Train a base model stage by stage (prep, ssl, encode, gpt, sovits, export, register). "
+            "Train a base model stage by stage (prep, ssl, encode, gpt, aligner, sovits, export, register). "
             "Every stage resumes from its checkpoint. Works under torchrun for multi-process DDP."
         ),
     )
@@ -344,11 +344,18 @@ def add_train_commands(subparsers: Any) -> None:
     )
     base.add_argument(
         "--mrte-lookup",
-        choices=("content", "content+place", "place"),  # tritone.models.s2_modules.MRTE_LOOKUPS (lazily)
+        choices=("content", "content+place", "place", "aligned"),  # s2_modules.MRTE_LOOKUPS (lazily)
         default=None,
         help="how SoVITS's MRTE frames find their phones: by what they sound like (content, upstream's), "
-        "also by their place in the sentence (content+place), or by place alone (place); a model "
+        "also by their place in the sentence (content+place), by place alone (place), or each given its "
+        "phone by a token aligner the aligner stage trains (aligned; not exportable yet); a model "
         "change, over --init the place prior starts mild (default: the preset's or init's)",
+    )
+    base.add_argument(
+        "--aligner-steps",
+        type=int,
+        default=None,
+        help="training steps of the token aligner (the aligned lookup's; default 2000)",
     )
     base.add_argument(
         "--content-corruption",
@@ -529,6 +536,8 @@ def _cmd_train_base(args: argparse.Namespace) -> int:
         recipe.gpt = replace(recipe.gpt, align_heads=args.gpt_align_heads)
     if args.sovits_steps is not None:
         recipe.sovits.steps = args.sovits_steps
+    if args.aligner_steps is not None:
+        recipe.aligner.steps = args.aligner_steps
     if args.gan_start is not None:
         recipe.sovits.gan_start = args.gan_start
     if args.prior_start is not None:

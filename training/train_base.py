@@ -11,6 +11,8 @@ Stages (each skips what is already done; `--stage all` runs them in order):
              tokens mean something else)
     encode   SSL features + semantic tokens for both lists (stage-2 cache)
     gpt      s1 (training/train_gpt.py)
+    aligner  only for SoVITS's `aligned` MRTE lookup: the token aligner that places each clip's
+             phones on its frames (training/train_aligner.py); one process, minutes
     sovits   s2 + vocoder + discriminators (training/train_sovits.py)
     export   bundle the trained modules as a `BaseModel` (`<run>/base`), write samples to MLflow
     register register the bundle as a `tritone-base` version (adapters registry)
@@ -31,16 +33,18 @@ from typing import Any
 from training import ddp
 from training.data import read_list
 from training.preprocess import PrepConfig, PrepItem, encode, prepare
+from training.train_aligner import ALIGNER_FINAL, AlignerTrainConfig, load_aligner, train_aligner
 from training.train_gpt import GPT_FINAL, GPTTrainConfig, train_gpt
 from training.train_sovits import S2_FINAL, S2TrainConfig, train_sovits
 from training.train_ssl import SSL_FINAL, SSLTrainConfig, load_ssl_stage, train_ssl
+from tritone.models.aligner import AlignerConfig, TokenAligner
 from tritone.models.base import BaseModel, BaseModelConfig
 from tritone.models.gpt import GPT
 from tritone.models.sovits import SoVITS
 from tritone.models.ssl import SSLEncoder
 from tritone.models.vocoders import build_vocoder, with_vocoder_kind
 
-STAGES = ("prep", "ssl", "encode", "gpt", "sovits", "export", "register")
+STAGES = ("prep", "ssl", "encode", "gpt", "aligner", "sovits", "export", "register")
 BASE_DIR = "base"
 SAMPLE_MAX_TOKENS = 500  # 20 s: an undertrained GPT may never emit EOS
 
@@ -75,9 +79,10 @@ class BaseRecipe:
     ssl: SSLTrainConfig = field(default_factory=SSLTrainConfig)
     gpt: GPTTrainConfig = field(default_factory=GPTTrainConfig)
     sovits: S2TrainConfig = field(default_factory=S2TrainConfig)
+    aligner: AlignerTrainConfig = field(default_factory=AlignerTrainConfig)
 
     def __post_init__(self) -> None:
-        for cfg in (self.ssl, self.gpt, self.sovits):
+        for cfg in (self.ssl, self.gpt, self.sovits, self.aligner):
             cfg.seed = self.seed
             cfg.threads = self.threads
             cfg.device = self.device
@@ -274,10 +279,46 @@ class BaseTrainer:
             self.recipe.progress,
         )
 
+    @property
+    def uses_aligner(self) -> bool:
+        return self.config.sovits.mrte_lookup == "aligned"
+
+    def aligner_stage(self) -> Path | None:
+        """The token aligner (trained on rank 0), or None when SoVITS's lookup needs none."""
+        if not self.uses_aligner:
+            return None
+        path = self.run_dir / "aligner" / ALIGNER_FINAL
+        if ddp.broadcast_object(path.is_file(), self.info):
+            return path
+        tr, ev = self.items()
+        enc = self.encoded()
+        if self.info.is_main:
+            sovits = self.config.sovits
+            config = AlignerConfig(
+                n_codes=sovits.codebook_size, n_symbols=sovits.n_symbols, stride=sovits.semantic_stride
+            )
+            train_aligner(
+                config,
+                tr,
+                enc,
+                ev,
+                path.parent,
+                self.recipe.aligner,
+                self.recipe.tracking_uri,
+                self.recipe.progress,
+            )
+        ddp.barrier(self.info)
+        return path
+
+    def aligner(self) -> TokenAligner | None:
+        path = self.aligner_stage()
+        return load_aligner(path) if path is not None else None
+
     def sovits_stage(self) -> Path:
         path = self.run_dir / "sovits" / S2_FINAL
         if ddp.broadcast_object(path.is_file(), self.info):
             return path
+        aligner = self.aligner()
         tr, ev = self.items()
         enc = self.encoded()
         init_s2 = init_voc = None
@@ -303,6 +344,7 @@ class BaseTrainer:
             init_voc,
             self.recipe.tracking_uri,
             self.recipe.progress,
+            aligner,
         )
 
     def assemble(self) -> BaseModel:
@@ -326,6 +368,11 @@ class BaseTrainer:
         out = self.run_dir / BASE_DIR
         if ddp.broadcast_object((out / "manifest.json").is_file(), self.info):
             return out
+        if self.uses_aligner:
+            raise ValueError(
+                "a SoVITS with the aligned MRTE lookup cannot be exported yet: serving has no token "
+                "aligner (QUALITY.md §4); score the run folder with `python -m training.recipes.resynthesis`"
+            )
         self.ssl_stage()  # on every rank: these may synchronise
         self.items()
         if self.info.is_main:
@@ -405,6 +452,9 @@ class BaseTrainer:
                 result = {"encoded": len(self.encoded())}
             elif s == "gpt":
                 result = str(self.gpt_stage())
+            elif s == "aligner":
+                path = self.aligner_stage()
+                result = str(path) if path is not None else "not needed (MRTE lookup is not aligned)"
             elif s == "sovits":
                 result = str(self.sovits_stage())
             elif s == "export":

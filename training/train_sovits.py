@@ -63,6 +63,7 @@ from training.losses import (
 from training.preprocess import PrepItem, iter_batches, load_item
 from training.tracking import Tracker
 from tritone.audio.features import SpectrogramConfig, spec_to_mel
+from tritone.models.aligner import TokenAligner
 from tritone.models.s2_modules import normalise_weight_norm_keys, weight_norm_prefixes
 from tritone.models.sovits import S2TrainOutput, SoVITS, SoVITSConfig
 from tritone.models.spectral_vocoder import SpectralVocoder
@@ -128,12 +129,24 @@ class S2Batch:
     phones: Tensor  # [B, N]
     phone_lens: Tensor  # [B]
     wav: Tensor  # [B, 1, T * hop]
+    phone_index: Tensor | None = None  # [B, T]: each frame's phone, for MRTE's aligned lookup
 
     def to(self, device: torch.device) -> S2Batch:
-        return S2Batch(*to_device([getattr(self, f.name) for f in fields(self)], device))
+        moved: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = None if value is None else value.to(device)
+        return S2Batch(**moved)
 
 
-def load_s2_example(item: PrepItem, encoded_path: Path) -> dict[str, Tensor]:
+def load_s2_example(
+    item: PrepItem,
+    encoded_path: Path,
+    aligner: TokenAligner | None = None,
+    alignments: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """One clip's training tensors; with an `aligner`, also each spectrogram frame's phone
+    ("phone_index" [T]), remembered in `alignments` by the item's key (the aligner is frozen)."""
     data = item.load()
     enc = load_item(encoded_path)
     spec = data["spec"].float()
@@ -141,13 +154,21 @@ def load_s2_example(item: PrepItem, encoded_path: Path) -> dict[str, Tensor]:
     ssl = enc["ssl"].float()
     if ssl.shape[1] < T:
         ssl = torch.cat([ssl, ssl[:, -1:].expand(-1, T - ssl.shape[1])], dim=1)
-    return {
+    example = {
         "ssl": ssl[:, :T],
         "spec": spec,
         "phones": data["phones"].long(),
         "wav": data["wav"].float() / 32767.0,
         "codes": enc["codes"].long(),
     }
+    if aligner is not None:
+        cached = alignments.get(item.key) if alignments is not None else None
+        if cached is None:
+            cached = aligner.align(example["codes"].view(-1), example["phones"], frames=T)
+            if alignments is not None:
+                alignments[item.key] = cached
+        example["phone_index"] = cached
+    return example
 
 
 def collate_s2(examples: Sequence[dict[str, Tensor]], gains: Sequence[float] | None = None) -> S2Batch:
@@ -157,7 +178,8 @@ def collate_s2(examples: Sequence[dict[str, Tensor]], gains: Sequence[float] | N
     spec, spec_lens = pad_2d([e["spec"] * gi for e, gi in zip(examples, g)])
     phones, phone_lens = pad_1d([e["phones"] for e in examples])
     wav, _ = pad_1d([e["wav"] * gi for e, gi in zip(examples, g)])
-    return S2Batch(ssl, spec, spec_lens, phones, phone_lens, wav.unsqueeze(1))
+    phone_index = pad_1d([e["phone_index"] for e in examples])[0] if "phone_index" in examples[0] else None
+    return S2Batch(ssl, spec, spec_lens, phones, phone_lens, wav.unsqueeze(1), phone_index)
 
 
 def slice_wav(wav: Tensor, starts: Tensor, frames: int, hop: int) -> Tensor:
@@ -210,6 +232,7 @@ class S2Generator(nn.Module):
             content_corruption=self.content_corruption if self.training else 0.0,
             corruption_span=self.corruption_span,
             content_cut=self.content_cut if self.training else 0.0,
+            phone_index=batch.phone_index,
         )
         seg = out.z_slice.shape[2]
         if prior_noise is None:
@@ -252,13 +275,17 @@ def synthesize_from_codes(
     ref_spec: Tensor,
     noise_scale: float = 0.5,
     seed: int = 0,
+    aligner: TokenAligner | None = None,
 ) -> Tensor:
     """Inference path for one clip: codes [T25], phones [N], ref_spec [bins, Tr] -> wav [samples]
-    (on the models' device)."""
+    (on the models' device). SoVITS's aligned lookup needs the `aligner` that places the phones."""
     device = next(sovits.parameters()).device
     codes, phones, ref_spec = to_device((codes, phones, ref_spec), device)
     ge = sovits.ref_embedding(ref_spec.unsqueeze(0))
     g = torch.Generator(device=device).manual_seed(seed)
+    phone_index = None
+    if aligner is not None:
+        phone_index = aligner.to(device).align(codes, phones).view(1, -1).to(device)
     z, _ = sovits.decode_latent(
         codes.view(1, -1),
         torch.tensor([codes.shape[0]], device=device),
@@ -267,13 +294,18 @@ def synthesize_from_codes(
         ge,
         noise_scale=noise_scale,
         generator=g,
+        phone_index=phone_index,
     )
     return vocoder(z, ge)[0, 0]
 
 
 @torch.no_grad()
 def evaluate_s2(
-    sovits: SoVITS, vocoder: AnyVocoder, examples: Sequence[dict[str, Tensor]], mel: MelLoss
+    sovits: SoVITS,
+    vocoder: AnyVocoder,
+    examples: Sequence[dict[str, Tensor]],
+    mel: MelLoss,
+    aligner: TokenAligner | None = None,
 ) -> tuple[dict[str, float], Tensor | None]:
     """Mel L1 of the inference path (tokens -> audio, reference = the clip) on held-out clips."""
     was = sovits.training, vocoder.training
@@ -282,7 +314,9 @@ def evaluate_s2(
     total = 0.0
     first: Tensor | None = None
     for i, ex in enumerate(examples):
-        wav = synthesize_from_codes(sovits, vocoder, ex["codes"], ex["phones"], ex["spec"], seed=i).cpu()
+        wav = synthesize_from_codes(
+            sovits, vocoder, ex["codes"], ex["phones"], ex["spec"], seed=i, aligner=aligner
+        ).cpu()
         n = min(wav.shape[0], ex["wav"].shape[0])
         total += float(mel(wav[:n].view(1, 1, -1), ex["wav"][:n].view(1, 1, -1)))
         if first is None:
@@ -320,11 +354,13 @@ def train_sovits(
     init_vocoder: dict[str, Tensor] | None = None,
     tracking_uri: str | None = None,
     progress: bool = True,
+    aligner: TokenAligner | None = None,
 ) -> Path:
     """Train and write `run_dir/sovits-final.pt` (SoVITS without enc_q, vocoder); resumable.
 
     `ssl_stage` supplies the frozen `ssl_proj` and quantizer; `init_*` start from existing
-    weights (fine-tuning an upstream base) instead of random ones.
+    weights (fine-tuning an upstream base) instead of random ones. MRTE's `aligned` lookup
+    needs the (frozen) `aligner` that places each clip's phones on its frames.
     """
     cfg = cfg or S2TrainConfig()
     if cfg.prior_target not in PRIOR_TARGETS:
@@ -341,6 +377,8 @@ def train_sovits(
             f"content_corruption must be in [0, 1) and corruption_span >= 1, got {cfg.content_corruption}, "
             f"{cfg.corruption_span}"
         )
+    if (sovits_config.mrte_lookup == "aligned") != (aligner is not None):
+        raise ValueError("an aligner is needed by, and only by, MRTE's aligned lookup")
     info = ddp.setup(cfg.threads, cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / S2_FINAL
@@ -419,10 +457,11 @@ def train_sovits(
     )
     gen_net, disc_net, aux_net = ddp.wrap(gen, info), ddp.wrap(disc, info), ddp.wrap(aux, info)
     eval_examples = (
-        [load_s2_example(it, eval_encoded[it.key]) for it in eval_items[: cfg.eval_utts]]
+        [load_s2_example(it, eval_encoded[it.key], aligner) for it in eval_items[: cfg.eval_utts]]
         if info.is_main
         else []
     )
+    alignments: dict[str, Tensor] = {}  # each clip's phone_index, made once
     lengths = [it.frames for it in items]
     per_epoch = max(1, sum(lengths) // cfg.max_frames)
     epoch = step // per_epoch
@@ -441,7 +480,9 @@ def train_sovits(
             set_lr(opt_d, lr)
             set_lr(opt_aux, lr)
             gains = (torch.rand(len(idx)) * (cfg.gain_max - cfg.gain_min) + cfg.gain_min).tolist()
-            batch = collate_s2([load_s2_example(items[i], encoded[items[i].key]) for i in idx], gains)
+            batch = collate_s2(
+                [load_s2_example(items[i], encoded[items[i].key], aligner, alignments) for i in idx], gains
+            )
             batch = batch.to(info.device)
             prior_noise = cfg.prior_noise if cfg.prior_start is not None and step >= cfg.prior_start else None
             out, y_hat, spectrum = gen_net(
@@ -513,7 +554,7 @@ def train_sovits(
                 tracker.log_metrics(metrics, step)
                 sums, seen, t0 = {}, 0, time.time()
             if info.is_main and (step % cfg.eval_every == 0 or step == cfg.steps) and eval_examples:
-                last_eval, sample = evaluate_s2(sovits, vocoder, eval_examples, eval_mel)
+                last_eval, sample = evaluate_s2(sovits, vocoder, eval_examples, eval_mel, aligner)
                 tracker.log_metrics(last_eval, step)
                 if sample is not None:
                     tracker.log_audio(

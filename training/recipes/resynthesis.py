@@ -42,7 +42,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +73,27 @@ def sentences(corpus: Path, voices: int, per_voice: int) -> list[tuple[Any, Any]
     return chosen
 
 
-def load_source(source: Path, base: Any) -> tuple[Any, int | None, Any]:
-    """(BaseModel, training step or None, posterior encoder or None) for a bundle or a training
-    run folder."""
+@dataclass
+class Source:
+    """What one SOURCE decodes with."""
+
+    model: Any  # BaseModel
+    step: int | None = None  # a run folder's training step
+    enc_q: Any = None  # a run folder's posterior encoder
+    aligner: Any = None  # a run folder's token aligner (SoVITS's aligned MRTE lookup)
+
+
+def load_source(source: Path, base: Any) -> Source:
+    """A bundle, or a training run folder (its SoVITS lookup is `aligned` when it has an aligner)."""
     import torch
 
+    from training.train_aligner import ALIGNER_FINAL, load_aligner
     from tritone.models.base import BaseModel
     from tritone.models.sovits import SoVITS
     from tritone.models.vocoders import build_vocoder, with_vocoder_kind
 
     if (source / "manifest.json").is_file():
-        return BaseModel.load(source), None, None
+        return Source(BaseModel.load(source))
     path = source / "sovits" / "ckpt-latest.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{source}: neither a base bundle nor a run folder with {path.name}")
@@ -91,12 +101,16 @@ def load_source(source: Path, base: Any) -> tuple[Any, int | None, Any]:
     state = checkpoint["gen"]
     kind = "spectral" if "vocoder.head.weight" in state else "hifigan"
     config = replace(base.config, vocoder=with_vocoder_kind(base.config.vocoder, kind))
+    aligner_path = source / "aligner" / ALIGNER_FINAL
+    aligner = load_aligner(aligner_path) if aligner_path.is_file() else None
+    if aligner is not None:
+        config = replace(config, sovits=replace(config.sovits, mrte_lookup="aligned"))
     sovits, vocoder = SoVITS(config.sovits, posterior=True), build_vocoder(config.vocoder)
     sovits.load_state_dict({k[len("sovits.") :]: v for k, v in state.items() if k.startswith("sovits.")})
     vocoder.load_state_dict({k[len("vocoder.") :]: v for k, v in state.items() if k.startswith("vocoder.")})
     model = BaseModel.from_modules(config, base.gpt, sovits, vocoder, base.ssl)
     assert sovits.enc_q is not None  # built with posterior=True
-    return model, int(checkpoint["step"]), sovits.enc_q.eval()
+    return Source(model, int(checkpoint["step"]), sovits.enc_q.eval(), aligner)
 
 
 Quantiser = Callable[[Any], Any]  # ssl_proj features [1, D, T25] -> the content SoVITS reads
@@ -163,6 +177,12 @@ def content_quantiser(kind: str, model: Any, corpus: Path) -> Quantiser | None:
     return lambda x: quantizer.decode(quantizer.encode(x))
 
 
+def codebook_quantiser(model: Any) -> Quantiser:
+    """The bundle's own codebook: features -> their nearest codes' vectors (the tokens serving reads)."""
+    quantizer = model.sovits.quantizer
+    return lambda features: quantizer.decode(quantizer.encode(features))
+
+
 def next_other_sentence(chosen: list[tuple[Any, Any]], i: int) -> Any:
     """The first utterance after the i-th (cyclically) with another text than it."""
     n = len(chosen)
@@ -181,11 +201,14 @@ def resynthesise(
     quantiser: Quantiser | None = None,
     other_phones: bool = False,
     phones_only: bool = False,
+    aligner: Any = None,
 ) -> list[Any]:
     """The sentences decoded from their own tokens; with `enc_q`, from their own spectrogram's
     posterior mean instead; with `quantiser`, from their content features quantised by it (and
     with `phones_only`, MRTE's residual content path cut); with `other_phones`, with the next
-    sentence's phones (not with `enc_q`)."""
+    sentence's phones (not with `enc_q`). With an `aligner` (SoVITS's aligned lookup), the
+    phones are placed on the frames by aligning the clip's own tokens to them, whatever content
+    is then decoded."""
     import torch
 
     from tritone.pipeline import Pipeline, SynthesisParams, latent_noise
@@ -199,11 +222,16 @@ def resynthesise(
         if other_phones:
             other = next_other_sentence(chosen, i)
             phone_ids = list(pipe.frontend.process(other.text, other.lang).ids)
+        if aligner is not None and quantiser is None and enc_q is None:
+            quantiser = codebook_quantiser(model)
         if quantiser is not None:
             sovits, n = model.sovits, int(voice.semantic.shape[0])
             content = quantiser(sovits.ssl_proj(pipe.ssl_features(audio, 32_000)))[:, :, :n]
             noise = latent_noise(i ^ 0x5EED, sovits.config.inter_channels, 2 * n)[None]  # as tokens_to_audio
             phones = torch.tensor(phone_ids, dtype=torch.long)[None]
+            phone_index = None
+            if aligner is not None:
+                phone_index = aligner.align(voice.semantic.long(), phones[0], frames=2 * n)[None]
             z, _ = sovits.decode_content(
                 content,
                 torch.tensor([n]),
@@ -213,6 +241,7 @@ def resynthesise(
                 noise_scale,
                 noise=noise,
                 keep_content=torch.zeros(1) if phones_only else None,
+                phone_index=phone_index,
             )
             wav = model.vocoder(z, ge)[0, 0]
         elif enc_q is None:
@@ -283,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             row, step = score_clips(recordings, recordings, utterances, mel), None
             scored[source] = row
         else:
-            model, step, enc_q = load_source(Path(source), base)
+            loaded = load_source(Path(source), base)
+            model, step, enc_q = loaded.model, loaded.step, loaded.enc_q
             with torch.no_grad():
                 for kind in contents:
                     name = source if kind == "codebook" else f"{source} (content: {kind})"
@@ -298,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                             quantiser=quantiser,
                             other_phones=other,
                             phones_only=kind == "phones-only",
+                            aligner=loaded.aligner,
                         )
                         key = f"{name} (another sentence's phones)" if other else name
                         scored[key] = score_clips(audio, recordings, utterances, mel)

@@ -349,7 +349,8 @@ class AttentionEncoder(nn.Module):
         return x * x_mask
 
 
-MRTE_LOOKUPS = ("content", "content+place", "place")
+MRTE_LOOKUPS = ("content", "content+place", "place", "aligned")
+PLACE_LOOKUPS = ("content+place", "place")
 
 
 class MRTE(nn.Module):
@@ -364,7 +365,9 @@ class MRTE(nn.Module):
     logits, -s_h * d^2, d the distance in phones between the phone and where the frame's fraction
     of the way through the content falls among the phones (s_h > 0 learned per head, from 0.1).
     `place`: by that prior alone (the queries see no content), so what MRTE adds is the phones
-    at the frame's place and nothing of the content.
+    at the frame's place and nothing of the content. `aligned`: each frame is given its phone
+    (`phone_index`, from a forced alignment: tritone/models/aligner.py) and reads that phone
+    alone, again with no content in the queries.
     """
 
     def __init__(
@@ -385,13 +388,33 @@ class MRTE(nn.Module):
         self.c_post = nn.Conv1d(hidden, out_channels, 1)
         # a fixed start (not random): a bundle trained without it gains it by loading as is
         self.position_log_strength = (
-            nn.Parameter(torch.full((n_heads,), math.log(0.1))) if lookup != "content" else None
+            nn.Parameter(torch.full((n_heads,), math.log(0.1))) if lookup in PLACE_LOOKUPS else None
         )
 
     def forward(
-        self, ssl_enc: Tensor, ssl_mask: Tensor, text: Tensor, text_mask: Tensor, ge: Tensor
+        self,
+        ssl_enc: Tensor,
+        ssl_mask: Tensor,
+        text: Tensor,
+        text_mask: Tensor,
+        ge: Tensor,
+        phone_index: Tensor | None = None,
     ) -> Tensor:
-        return self.forward_with_attention(ssl_enc, ssl_mask, text, text_mask, ge)[0]
+        return self.forward_with_attention(ssl_enc, ssl_mask, text, text_mask, ge, phone_index=phone_index)[0]
+
+    def lookup_bias(self, ssl_mask: Tensor, text_mask: Tensor, phone_index: Tensor | None) -> Tensor | None:
+        """The logits' bias [B, heads or 1, T, N] of this lookup, or None (`content`)."""
+        if self.lookup != "aligned":
+            return self.position_bias(ssl_mask, text_mask)
+        if phone_index is None:
+            raise ValueError("MRTE's aligned lookup needs each content frame's phone (phone_index)")
+        if phone_index.shape != (ssl_mask.size(0), ssl_mask.size(2)):
+            raise ValueError(
+                f"phone_index must be [B, T] = {(ssl_mask.size(0), ssl_mask.size(2))}, got {tuple(phone_index.shape)}"
+            )
+        n = torch.arange(text_mask.size(2), device=text_mask.device)
+        own = phone_index.clamp(0, text_mask.size(2) - 1).unsqueeze(2) == n.view(1, 1, -1)  # [B, T, N]
+        return torch.where(own, 0.0, -1e4).to(ssl_mask.dtype).unsqueeze(1)
 
     def position_bias(self, ssl_mask: Tensor, text_mask: Tensor) -> Tensor | None:
         """ssl_mask [B, 1, T], text_mask [B, 1, N] -> the place prior [B, heads, T, N], or None."""
@@ -414,17 +437,19 @@ class MRTE(nn.Module):
         text_mask: Tensor,
         ge: Tensor,
         keep_content: Tensor | None = None,
+        phone_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """`forward`, and each content frame's attention over the phones [B, heads, T, N].
         `keep_content` [B] (training only) scales each row's residual content path: a row at 0
-        passes on only what its frames looked up in the phones, and the speaker."""
+        passes on only what its frames looked up in the phones, and the speaker. `phone_index`
+        [B, T] long: each frame's phone, for the `aligned` lookup (ignored by the others)."""
         attn_mask = text_mask.unsqueeze(2) * ssl_mask.unsqueeze(-1)  # [B, 1, T, N]
         c = self.c_pre(ssl_enc * ssl_mask)  # [B, hidden, T]
         t = self.text_pre(text * text_mask)  # [B, hidden, N]
-        # place only: constant queries (conv_q's bias) leave a per-phone salience and the prior
-        queries = c * ssl_mask if self.lookup != "place" else torch.zeros_like(c)
+        # place or aligned: constant queries (conv_q's bias) leave a per-phone salience and the bias
+        queries = c * ssl_mask if self.lookup in ("content", "content+place") else torch.zeros_like(c)
         attended, weights = self.cross_attention.forward_with_weights(
-            queries, t * text_mask, attn_mask, self.position_bias(ssl_mask, text_mask)
+            queries, t * text_mask, attn_mask, self.lookup_bias(ssl_mask, text_mask, phone_index)
         )
         residual = c if keep_content is None else c * keep_content.view(-1, 1, 1).to(c.dtype)
         x = attended + residual + ge

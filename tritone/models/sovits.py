@@ -231,19 +231,20 @@ class TextEncoder(nn.Module):
         speed: float = 1.0,
         text_attention: list[Tensor] | None = None,
         keep_content: Tensor | None = None,
+        phone_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """y [B, ssl_dim, T], text [B, N] ids, ge [B, gin, 1] -> m, logs [B, inter, T'], mask [B, 1, T'],
         lengths [B] (T' = T unless speed != 1: then each row becomes floor(len / speed) + 1 frames).
         A `text_attention` list receives MRTE's attention of the content frames over the phones
         [B, heads, T, N] (training reads it; inference passes none). `keep_content` [B]: MRTE's
-        (training only)."""
+        (training only). `phone_index` [B, T]: each frame's phone, for MRTE's `aligned` lookup."""
         y_mask = length_mask(y_lengths, y.size(2), y.dtype)
         y = self.ssl_proj(y * y_mask) * y_mask
         y = self.encoder_ssl(y * y_mask, y_mask)
         text_mask = length_mask(text_lengths, text.size(1), y.dtype)
         t = self.text_embedding(text).transpose(1, 2)  # [B, H, N]
         t = self.encoder_text(t * text_mask, text_mask)
-        y, weights = self.mrte.forward_with_attention(y, y_mask, t, text_mask, ge, keep_content)
+        y, weights = self.mrte.forward_with_attention(y, y_mask, t, text_mask, ge, keep_content, phone_index)
         if text_attention is not None:
             text_attention.append(weights)
         y = self.encoder2(y * y_mask, y_mask)
@@ -393,6 +394,7 @@ class SoVITS(nn.Module):
         speed: float = 1.0,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         noise: Tensor | None = None,
+        phone_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Semantic codes + phones + ge -> latent z [B, inter, T'] and its mask [B, 1, T'].
 
@@ -403,9 +405,21 @@ class SoVITS(nn.Module):
         eps depends only on its own generator and length, so it does not change with the batch),
         from one `generator` for the whole [B, inter, T'] draw, or from torch's global RNG (one
         `randn` of that shape, as upstream's `randn_like`). Then the flow runs in reverse.
+        `phone_index` [B, 2 * T25]: each content frame's phone, which MRTE's `aligned` lookup needs.
         """
         q = self.quantizer.decode(codes.unsqueeze(0))  # [B, ssl_dim, T25]
-        return self.decode_content(q, code_lens, phones, phone_lens, ge, noise_scale, speed, generator, noise)
+        return self.decode_content(
+            q,
+            code_lens,
+            phones,
+            phone_lens,
+            ge,
+            noise_scale,
+            speed,
+            generator,
+            noise,
+            phone_index=phone_index,
+        )
 
     @torch.no_grad()
     def decode_content(
@@ -420,6 +434,7 @@ class SoVITS(nn.Module):
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         noise: Tensor | None = None,
         keep_content: Tensor | None = None,
+        phone_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """`decode_latent` from content vectors [B, ssl_dim, T25] instead of codes: the codebook's
         vectors, or any other quantisation of `ssl_proj`'s output (the resynthesis check compares
@@ -429,7 +444,14 @@ class SoVITS(nn.Module):
         q = self._to_ssl_rate(content)
         y_lens = content_lens * self.config.semantic_stride
         m, logs, y_mask, lengths = self.enc_p(
-            q, y_lens, phones, phone_lens.to(phones.device), ge, speed, keep_content=keep_content
+            q,
+            y_lens,
+            phones,
+            phone_lens.to(phones.device),
+            ge,
+            speed,
+            keep_content=keep_content,
+            phone_index=phone_index,
         )
         eps = self._noise(m, lengths, generator, noise)
         z_p = (m + eps * torch.exp(logs) * noise_scale) * y_mask
@@ -473,6 +495,7 @@ class SoVITS(nn.Module):
         content_corruption: float = 0.0,
         corruption_span: int = 4,
         content_cut: float = 0.0,
+        phone_index: Tensor | None = None,
     ) -> S2TrainOutput:
         """One VITS training step's forward (upstream `SynthesizerTrn.forward` minus the generator).
 
@@ -488,7 +511,7 @@ class SoVITS(nn.Module):
         before the prior reads them (only the prior's input; training only): the prior can then
         say those frames only by reading the phones. With `content_cut`, each row with that
         probability loses MRTE's residual content path: its prior hears the content only through
-        the phones it looks up.
+        the phones it looks up. `phone_index` [B, T]: each frame's phone (MRTE's `aligned` lookup).
         """
         if self.enc_q is None:
             raise RuntimeError("this SoVITS was built without enc_q (posterior=False); it cannot train")
@@ -518,7 +541,14 @@ class SoVITS(nn.Module):
             draw = torch.rand(q.size(0), generator=generator, device=q.device)
             keep = (draw >= content_cut).to(q.dtype)  # [B]
         m_p, logs_p, _, _ = self.enc_p(
-            q, spec_lens, phones, phone_lens, ge, text_attention=attention, keep_content=keep
+            q,
+            spec_lens,
+            phones,
+            phone_lens,
+            ge,
+            text_attention=attention,
+            keep_content=keep,
+            phone_index=phone_index,
         )
         z, m_q, logs_q, _ = self.enc_q(spec, spec_lens, g=ge.detach(), generator=generator)
         z_p = self.flow(z, z_mask, g=ge)
