@@ -3,6 +3,8 @@ its semantic tokens, which SoVITS's aligned MRTE lookup reads."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -50,6 +52,34 @@ def test_forced_align_places_every_phone_in_order_whatever_the_recogniser_says()
     assert forced_align(lp[:5], labels, blank).tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="without phones"):
         forced_align(lp, [], blank)
+
+
+def test_forced_align_of_a_prefix_may_stop_before_the_last_phone() -> None:
+    """A stream's first tokens (`complete` False) say the sentence's first phones: the path ends
+    where the posteriors are, not forced on through every phone; complete, it must reach the end."""
+    blank, labels = 4, [0, 1, 2, 3]
+    probs = np.full((6, 5), 0.02)
+    for t, phone in enumerate([0, 0, 0, 1, 1, 1]):
+        probs[t, phone] = 0.9
+    lp = np.log(probs / probs.sum(1, keepdims=True))
+    assert forced_align(lp, labels, blank, complete=False).tolist() == [0, 0, 0, 1, 1, 1]
+    complete = forced_align(lp, labels, blank)
+    assert complete[-1] == 3 and complete.tolist()[:3] == [0, 0, 0]
+    assert forced_align(lp[:2], labels, blank, complete=False).tolist() == [0, 0]  # fewer frames than phones
+
+
+def test_base_config_pairs_the_aligned_lookup_with_an_aligner() -> None:
+    from tritone.models.base import BaseModelConfig
+
+    config = BaseModelConfig.tiny().with_mrte_lookup("aligned")
+    assert config.aligner is not None and config.aligner.n_codes == config.sovits.codebook_size
+    assert config.aligner.n_symbols == config.sovits.n_symbols
+    assert config.with_codebook_size(64).aligner.n_codes == 64  # type: ignore[union-attr]
+    assert config.with_mrte_lookup("content").aligner is None
+    with pytest.raises(ValueError, match="aligner"):
+        dataclasses.replace(config, aligner=None)
+    with pytest.raises(ValueError, match="aligner"):
+        dataclasses.replace(BaseModelConfig.tiny(), aligner=config.aligner)
 
 
 def test_fit_length_cuts_or_repeats_the_last_phone() -> None:

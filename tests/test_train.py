@@ -410,18 +410,23 @@ def test_mrte_place_lookup_over_a_base_without_it_trains_and_exports(env: Env, b
         SoVITS(base.config.sovits, posterior=False).load_state_dict(moved.sovits.state_dict())
 
 
-def test_mrte_aligned_lookup_trains_its_aligner_first_and_is_not_exported(
+def test_mrte_aligned_lookup_trains_its_aligner_and_bundles_it(
     env: Env, base_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--init BASE --mrte-lookup aligned`: the aligner stage trains the token aligner on the
     encoded tokens (logged with its held-out phone error rate), SoVITS then trains with each
     clip's phones placed on its frames by it (every frame a phone of its own sentence, in order),
-    the export refuses (serving has no aligner) and the resynthesis check decodes the run folder
-    with the aligner's placement. A run without the aligned lookup has no aligner stage to do."""
+    and the export bundles the aligner: the offline pipeline places the phones of whatever tokens
+    it decodes, the resynthesis check reads the bundle, and the served graphs refuse it. A run
+    without the aligned lookup has no aligner stage to do."""
     import json
+
+    import numpy as np
 
     from training.recipes.resynthesis import main as resynthesis
     from tritone.models.sovits import SoVITS
+    from tritone.pipeline import Pipeline, SynthesisParams
+    from tritone.serving.runtime_graphs import BankContext, build_graphs
 
     assert BaseTrainer(_recipe(env)).run("aligner").startswith("not needed")
     recipe = _recipe(env)
@@ -458,25 +463,46 @@ def test_mrte_aligned_lookup_trains_its_aligner_first_and_is_not_exported(
             frames = row[:t]
             assert frames[0] == 0 and (frames.diff() >= 0).all() and int(frames.max()) <= n - 1
             assert len(frames.unique()) >= min(n, t) - 1  # every phone gets a frame (but a cut last one)
-    with pytest.raises(ValueError, match="aligned MRTE lookup cannot be exported"):
-        trainer.run("export")
 
-    indices: list[torch.Tensor] = []
+    # the bundle carries the aligner, under its hash
+    trainer.run("export")
+    bundle = BaseModel.load(recipe.run_dir / "base")
+    assert bundle.aligner is not None and bundle.config.aligner == bundle.aligner.config
+    assert bundle.config.sovits.mrte_lookup == "aligned" and "aligner" in bundle.component_hashes()
+    assert BaseModel.load(base_dir).aligner is None  # other bundles are as they were
+    placed: list[torch.Tensor] = []
     decode_content = SoVITS.decode_content
 
     def spy_decode(self: SoVITS, *args: object, **kwargs: object) -> object:
         index = kwargs.get("phone_index")
         assert isinstance(index, torch.Tensor)
-        indices.append(index.clone())
+        placed.append(index.clone())
         return decode_content(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(SoVITS, "decode_content", spy_decode)
+    pipe = Pipeline(bundle)
+    ge = torch.randn(1, bundle.config.sovits.gin_channels, 1)
+    audio = pipe.tokens_to_audio(torch.arange(20), list(range(10, 16)), ge, SynthesisParams(seed=1), 0)
+    assert audio.shape == (40 * pipe.hop,) and np.isfinite(audio).all()
+    assert placed[-1].shape == (1, 40) and placed[-1][0, -1] == 5  # all six phones, to the end
+    # a stream's start places only the phones said so far: the path may stop before the last
+    prefix = pipe._latent(
+        torch.arange(20)[:2], list(range(10, 30)), ge, SynthesisParams(seed=1), 0, complete=False
+    )
+    assert prefix.shape[2] == 4 and int(placed[-1].max()) < 19
+    with pytest.raises(ValueError, match="aligned MRTE lookup"):
+        build_graphs(bundle, BankContext(), [])
+
+    placed.clear()
     report = env.root / "resynthesis-aligned.json"
-    argv = [str(recipe.run_dir), "--base", str(base_dir), "--corpus", str(env.corpus), "--voices", "2"]
-    assert resynthesis([*argv, "--per-voice", "1", "--json", str(report)]) == 0
+    argv = [str(recipe.run_dir / "base"), "--base", str(base_dir), "--corpus", str(env.corpus)]
+    argv += ["--voices", "2", "--per-voice", "1", "--content", "codebook", "--content", "corrupt:0.5"]
+    assert resynthesis([*argv, "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["rows"]
-    assert set(rows) == {str(recipe.run_dir)} and rows[str(recipe.run_dir)]["steps"] == 4
-    assert len(indices) == 2 and all(i[0, 0] == 0 and (i.diff() >= 0).all() for i in indices)
+    assert set(rows) == {str(recipe.run_dir / "base"), f"{recipe.run_dir / 'base'} (content: corrupt:0.5)"}
+    assert len(placed) == 4 and all(i[0, 0] == 0 and (i.diff() >= 0).all() for i in placed)
+    # the corrupted content is decoded with the phones its clean tokens placed
+    assert torch.equal(placed[0], placed[2]) and torch.equal(placed[1], placed[3])
 
 
 def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path) -> None:

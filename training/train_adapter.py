@@ -203,7 +203,13 @@ def s2_inference_path_loss(
         q = F.interpolate(q, size=q.size(2) * stride, mode="nearest")
     B = len(examples)
     ge_b = ge.expand(B, -1, -1)
-    m, logs, y_mask, lengths = sovits.enc_p(q, code_lens * stride, phones, phone_lens, ge_b)
+    phone_index = None
+    if model.aligner is not None:  # SoVITS's aligned lookup: each frame's phone, as the pipeline places it
+        aligned = [model.aligner.align(e["codes"], e["phones"]) for e in examples]
+        phone_index = pad_1d(aligned)[0]
+    m, logs, y_mask, lengths = sovits.enc_p(
+        q, code_lens * stride, phones, phone_lens, ge_b, phone_index=phone_index
+    )
     eps = torch.randn(m.shape, generator=generator)
     z_p = (m + eps * torch.exp(logs) * noise_scale) * y_mask
     z = sovits.flow(z_p, y_mask, g=ge_b, reverse=True) * y_mask

@@ -37,7 +37,7 @@ from training.train_aligner import ALIGNER_FINAL, AlignerTrainConfig, load_align
 from training.train_gpt import GPT_FINAL, GPTTrainConfig, train_gpt
 from training.train_sovits import S2_FINAL, S2TrainConfig, train_sovits
 from training.train_ssl import SSL_FINAL, SSLTrainConfig, load_ssl_stage, train_ssl
-from tritone.models.aligner import AlignerConfig, TokenAligner
+from tritone.models.aligner import TokenAligner
 from tritone.models.base import BaseModel, BaseModelConfig
 from tritone.models.gpt import GPT
 from tritone.models.sovits import SoVITS
@@ -104,7 +104,7 @@ class BaseRecipe:
         if self.reshapes_ssl:
             config = config.with_ssl_shape(self.ssl_blocks, self.ssl_dilation_cycle)
         if self.mrte_lookup is not None:
-            config = replace(config, sovits=replace(config.sovits, mrte_lookup=self.mrte_lookup))
+            config = config.with_mrte_lookup(self.mrte_lookup)
         return config
 
     @property
@@ -293,12 +293,9 @@ class BaseTrainer:
         tr, ev = self.items()
         enc = self.encoded()
         if self.info.is_main:
-            sovits = self.config.sovits
-            config = AlignerConfig(
-                n_codes=sovits.codebook_size, n_symbols=sovits.n_symbols, stride=sovits.semantic_stride
-            )
+            assert self.config.aligner is not None  # the config's aligned lookup has one
             train_aligner(
-                config,
+                self.config.aligner,
                 tr,
                 enc,
                 ev,
@@ -362,17 +359,12 @@ class BaseTrainer:
         sovits.load_state_dict(s2_state["sovits"])
         vocoder = build_vocoder(self.config.vocoder)
         vocoder.load_state_dict(s2_state["vocoder"])
-        return BaseModel.from_modules(self.config, gpt, sovits, vocoder, ssl)
+        return BaseModel.from_modules(self.config, gpt, sovits, vocoder, ssl, self.aligner())
 
     def export(self) -> Path:
         out = self.run_dir / BASE_DIR
         if ddp.broadcast_object((out / "manifest.json").is_file(), self.info):
             return out
-        if self.uses_aligner:
-            raise ValueError(
-                "a SoVITS with the aligned MRTE lookup cannot be exported yet: serving has no token "
-                "aligner (QUALITY.md §4); score the run folder with `python -m training.recipes.resynthesis`"
-            )
         self.ssl_stage()  # on every rank: these may synchronise
         self.items()
         if self.info.is_main:

@@ -211,12 +211,23 @@ class Pipeline:
         return self.model.vocoder(z, ge)[0, 0].numpy()
 
     def _latent(
-        self, tokens: Tensor, phone_ids: list[int], ge: Tensor, params: SynthesisParams, seed: int
+        self,
+        tokens: Tensor,
+        phone_ids: list[int],
+        ge: Tensor,
+        params: SynthesisParams,
+        seed: int,
+        complete: bool = True,
     ) -> Tensor:
+        """`complete` False: `tokens` are the start of the segment (streaming), which only a
+        bundle with a token aligner needs to know: it places the phones said so far."""
         sovits = self.model.sovits
         frames = latent_frames(int(tokens.shape[0]), params.speed)
         noise = latent_noise(seed ^ 0x5EED, sovits.config.inter_channels, frames)[None]
         phones = torch.tensor([phone_ids], dtype=torch.long)
+        phone_index = None
+        if self.model.aligner is not None:
+            phone_index = self.model.aligner.align(tokens.long(), phones[0], complete=complete)[None]
         z, _ = sovits.decode_latent(
             tokens[None].long(),
             torch.tensor([tokens.shape[0]]),
@@ -226,6 +237,7 @@ class Pipeline:
             noise_scale=params.noise_scale,
             speed=params.speed,
             noise=noise,
+            phone_index=phone_index,
         )
         return z  # [1, inter, frames]
 
@@ -342,7 +354,7 @@ class SegmentStreamer:
         p, hop = self.pipeline, self.pipeline.hop
         seq = torch.tensor(self.tokens, dtype=torch.long)
         with torch.no_grad():
-            z = p._latent(seq, self.phone_ids, self.ge, self.params, self.seed)
+            z = p._latent(seq, self.phone_ids, self.ge, self.params, self.seed, complete=upto_tokens is None)
             total = z.shape[2]
             end = total if upto_tokens is None else min(total, latent_frames(upto_tokens, self.params.speed))
             hold = 0 if upto_tokens is None else min(self.stream.overlap_frames, max(0, end - self.emitted))

@@ -80,7 +80,6 @@ class Source:
     model: Any  # BaseModel
     step: int | None = None  # a run folder's training step
     enc_q: Any = None  # a run folder's posterior encoder
-    aligner: Any = None  # a run folder's token aligner (SoVITS's aligned MRTE lookup)
 
 
 def load_source(source: Path, base: Any) -> Source:
@@ -104,13 +103,13 @@ def load_source(source: Path, base: Any) -> Source:
     aligner_path = source / "aligner" / ALIGNER_FINAL
     aligner = load_aligner(aligner_path) if aligner_path.is_file() else None
     if aligner is not None:
-        config = replace(config, sovits=replace(config.sovits, mrte_lookup="aligned"))
+        config = replace(config, sovits=replace(config.sovits, mrte_lookup="aligned"), aligner=aligner.config)
     sovits, vocoder = SoVITS(config.sovits, posterior=True), build_vocoder(config.vocoder)
     sovits.load_state_dict({k[len("sovits.") :]: v for k, v in state.items() if k.startswith("sovits.")})
     vocoder.load_state_dict({k[len("vocoder.") :]: v for k, v in state.items() if k.startswith("vocoder.")})
-    model = BaseModel.from_modules(config, base.gpt, sovits, vocoder, base.ssl)
+    model = BaseModel.from_modules(config, base.gpt, sovits, vocoder, base.ssl, aligner)
     assert sovits.enc_q is not None  # built with posterior=True
-    return Source(model, int(checkpoint["step"]), sovits.enc_q.eval(), aligner)
+    return Source(model, int(checkpoint["step"]), sovits.enc_q.eval())
 
 
 Quantiser = Callable[[Any], Any]  # ssl_proj features [1, D, T25] -> the content SoVITS reads
@@ -177,12 +176,6 @@ def content_quantiser(kind: str, model: Any, corpus: Path) -> Quantiser | None:
     return lambda x: quantizer.decode(quantizer.encode(x))
 
 
-def codebook_quantiser(model: Any) -> Quantiser:
-    """The bundle's own codebook: features -> their nearest codes' vectors (the tokens serving reads)."""
-    quantizer = model.sovits.quantizer
-    return lambda features: quantizer.decode(quantizer.encode(features))
-
-
 def next_other_sentence(chosen: list[tuple[Any, Any]], i: int) -> Any:
     """The first utterance after the i-th (cyclically) with another text than it."""
     n = len(chosen)
@@ -201,12 +194,11 @@ def resynthesise(
     quantiser: Quantiser | None = None,
     other_phones: bool = False,
     phones_only: bool = False,
-    aligner: Any = None,
 ) -> list[Any]:
     """The sentences decoded from their own tokens; with `enc_q`, from their own spectrogram's
     posterior mean instead; with `quantiser`, from their content features quantised by it (and
     with `phones_only`, MRTE's residual content path cut); with `other_phones`, with the next
-    sentence's phones (not with `enc_q`). With an `aligner` (SoVITS's aligned lookup), the
+    sentence's phones (not with `enc_q`). With a token aligner (SoVITS's aligned lookup), the
     phones are placed on the frames by aligning the clip's own tokens to them, whatever content
     is then decoded."""
     import torch
@@ -222,16 +214,14 @@ def resynthesise(
         if other_phones:
             other = next_other_sentence(chosen, i)
             phone_ids = list(pipe.frontend.process(other.text, other.lang).ids)
-        if aligner is not None and quantiser is None and enc_q is None:
-            quantiser = codebook_quantiser(model)
         if quantiser is not None:
             sovits, n = model.sovits, int(voice.semantic.shape[0])
             content = quantiser(sovits.ssl_proj(pipe.ssl_features(audio, 32_000)))[:, :, :n]
             noise = latent_noise(i ^ 0x5EED, sovits.config.inter_channels, 2 * n)[None]  # as tokens_to_audio
             phones = torch.tensor(phone_ids, dtype=torch.long)[None]
             phone_index = None
-            if aligner is not None:
-                phone_index = aligner.align(voice.semantic.long(), phones[0], frames=2 * n)[None]
+            if model.aligner is not None:
+                phone_index = model.aligner.align(voice.semantic.long(), phones[0], frames=2 * n)[None]
             z, _ = sovits.decode_content(
                 content,
                 torch.tensor([n]),
@@ -328,7 +318,6 @@ def main(argv: list[str] | None = None) -> int:
                             quantiser=quantiser,
                             other_phones=other,
                             phones_only=kind == "phones-only",
-                            aligner=loaded.aligner,
                         )
                         key = f"{name} (another sentence's phones)" if other else name
                         scored[key] = score_clips(audio, recordings, utterances, mel)

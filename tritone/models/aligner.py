@@ -84,17 +84,18 @@ class TokenAligner(nn.Module):
         return self.head(self.norm(x)).log_softmax(dim=-1)
 
     @torch.no_grad()
-    def align(self, codes: Tensor, phones: Tensor, frames: int | None = None) -> Tensor:
+    def align(
+        self, codes: Tensor, phones: Tensor, frames: int | None = None, complete: bool = True
+    ) -> Tensor:
         """One sentence: codes [T25], phones [N] -> each content frame's phone position [frames]
         (long, in 0..N-1; `frames` defaults to T25 * stride: longer repeats the last frame's phone,
-        shorter cuts)."""
+        shorter cuts). `complete` False: the codes are the start of the sentence (streaming)."""
         was_training = self.training
         self.eval()
         log_probs = self(codes.view(1, -1), torch.tensor([codes.numel()], device=codes.device))[0]
         self.train(was_training)
-        index = torch.from_numpy(
-            forced_align(log_probs.float().cpu().numpy(), phones.tolist(), self.config.blank)
-        )
+        lp = log_probs.float().cpu().numpy()
+        index = torch.from_numpy(forced_align(lp, phones.tolist(), self.config.blank, complete))
         return fit_length(index, frames if frames is not None else index.numel())
 
     def checkpoint(self) -> dict[str, Any]:
@@ -114,19 +115,22 @@ def fit_length(index: Tensor, frames: int) -> Tensor:
     return torch.cat([index, index[-1:].expand(frames - index.numel())])
 
 
-def forced_align(log_probs: np.ndarray, labels: Sequence[int], blank: int) -> np.ndarray:
+def forced_align(
+    log_probs: np.ndarray, labels: Sequence[int], blank: int, complete: bool = True
+) -> np.ndarray:
     """Viterbi through `labels` in order, each at least one frame -> each frame's label position [T].
 
     log_probs [T, C], a CTC recogniser's. Its blank is left out and the other classes renormalised
     per frame: a CTC model spikes on a phone at one frame anywhere inside it (often its end) and
     calls the rest blank, so the blanks say nothing about where one phone ends and the next
     begins, while the phones' own posteriors still do. When there are fewer frames than labels,
-    the labels are spread evenly over the frames instead.
+    the labels are spread evenly over the frames instead. With `complete` False the frames are a
+    prefix of the sentence (a stream so far): the path may end at any label.
     """
     T, L = log_probs.shape[0], len(labels)
     if L == 0:
         raise ValueError("cannot align a sentence without phones")
-    if T < L:
+    if complete and T < L:
         return np.minimum((np.arange(T) * 2 + 1) * L // (2 * T), L - 1).astype(np.int64)
     phones = np.delete(log_probs, blank, axis=1)
     phones = phones - np.logaddexp.reduce(phones, axis=1, keepdims=True)
@@ -141,7 +145,7 @@ def forced_align(log_probs: np.ndarray, labels: Sequence[int], blank: int) -> np
         moved[t] = from_before > score
         score = np.maximum(score, from_before) + emit[t]
     path = np.empty(T, dtype=np.int64)
-    state = L - 1
+    state = L - 1 if complete else int(score.argmax())
     for t in range(T - 1, -1, -1):
         path[t] = state
         state -= int(moved[t, state])

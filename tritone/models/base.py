@@ -7,6 +7,7 @@ One object that every stage passes around, and one on-disk layout:
     <dir>/sovits/            ditto (inference modules only; enc_q stays in training checkpoints)
     <dir>/vocoder/           ditto
     <dir>/ssl/               ditto for the built-in encoder; for HuBERT, config.json names its directory
+    <dir>/aligner/           ditto, only with SoVITS's aligned MRTE lookup (tritone.models.aligner)
 
 `weights_sha256` (a hash over every component's weights) is the pin adapters record: an adapter
 trained on other base weights is refused at load time.
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from tritone.checkpoints import CheckpointError, load_weights, read_upstream_file, save_weights, weights_hash
+from tritone.models.aligner import AlignerConfig, TokenAligner
 from tritone.models.gpt import GPT, GPTConfig, gpt_state_dict_from_upstream
 from tritone.models.s2_modules import folded_state_dict
 from tritone.models.sovits import SoVITS, SoVITSConfig, load_upstream_sovits
@@ -71,6 +73,11 @@ class BaseModelConfig:
     sovits: SoVITSConfig = field(default_factory=SoVITSConfig.v2)
     vocoder: AnyVocoderConfig = field(default_factory=VocoderConfig.v2)
     ssl: SSLConfig = field(default_factory=SSLConfig)
+    aligner: AlignerConfig | None = None  # needed by, and only by, SoVITS's aligned MRTE lookup
+
+    def __post_init__(self) -> None:
+        if (self.sovits.mrte_lookup == "aligned") != (self.aligner is not None):
+            raise ValueError("SoVITS's aligned MRTE lookup needs a token aligner, and only it has one")
 
     @classmethod
     def tiny(cls) -> BaseModelConfig:
@@ -144,15 +151,27 @@ class BaseModelConfig:
         config = cls.demo()
         return replace(config, vocoder=with_vocoder_kind(config.vocoder, "spectral"))
 
+    def with_mrte_lookup(self, lookup: str) -> BaseModelConfig:
+        """SoVITS's MRTE lookup changed; the aligned lookup brings a token aligner for its tokens."""
+        sovits = replace(self.sovits, mrte_lookup=lookup)
+        aligner = None
+        if lookup == "aligned":
+            aligner = AlignerConfig(
+                n_codes=sovits.codebook_size, n_symbols=sovits.n_symbols, stride=sovits.semantic_stride
+            )
+        return replace(self, sovits=sovits, aligner=aligner)
+
     def with_codebook_size(self, size: int) -> BaseModelConfig:
         """The same model over a semantic codebook of `size` entries (the GPT's vocabulary follows:
         `size` tokens + EOS)."""
         if size < 2:
             raise ValueError(f"the codebook needs at least 2 entries, got {size}")
+        aligner = replace(self.aligner, n_codes=size) if self.aligner is not None else None
         return replace(
             self,
             sovits=replace(self.sovits, codebook_size=size),
             gpt=replace(self.gpt, vocab_size=size + 1, eos=size),
+            aligner=aligner,
         )
 
     def with_ssl_shape(
@@ -207,6 +226,7 @@ class BaseModel(nn.Module):
         self.sovits.remove_weight_norm()
         self.vocoder.remove_weight_norm()
         self.ssl = ssl if ssl is not None else config.ssl.build()
+        self.aligner = TokenAligner(config.aligner) if config.aligner is not None else None
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -231,6 +251,7 @@ class BaseModel(nn.Module):
         sovits: SoVITS,
         vocoder: AnyVocoder,
         ssl: SSLEncoder | None = None,
+        aligner: TokenAligner | None = None,
     ) -> BaseModel:
         """Bundle trained modules (weight norm and enc_q allowed: copies are folded/dropped)."""
         model = cls(config)
@@ -241,6 +262,10 @@ class BaseModel(nn.Module):
         model.vocoder.load_state_dict(folded_state_dict(vocoder))
         if ssl is not None and config.ssl.kind == "tiny":
             model.ssl.load_state_dict(ssl.state_dict())
+        if model.aligner is not None:
+            if aligner is None:
+                raise ValueError("this config's SoVITS reads aligned phones: pass its token aligner")
+            model.aligner.load_state_dict(aligner.state_dict())
         return model.eval()
 
     @classmethod
@@ -286,6 +311,8 @@ class BaseModel(nn.Module):
         }
         if self.config.ssl.kind == "tiny":
             out["ssl"] = weights_hash(self.ssl.state_dict())
+        if self.aligner is not None:
+            out["aligner"] = weights_hash(self.aligner.state_dict())
         return out
 
     @property
@@ -302,6 +329,8 @@ class BaseModel(nn.Module):
         save_weights(out / "vocoder", "vocoder", self.config.vocoder, self.vocoder.state_dict())
         if self.config.ssl.kind == "tiny":
             save_weights(out / "ssl", "ssl", self.config.ssl, self.ssl.state_dict())
+        if self.aligner is not None:
+            save_weights(out / "aligner", "aligner", self.aligner.config, self.aligner.state_dict())
         manifest = {
             "format_version": FORMAT_VERSION,
             "name": self.config.name,
@@ -326,6 +355,10 @@ class BaseModel(nn.Module):
         s2_cfg, s2_sd = load_weights(src / "sovits", "sovits")
         voc_cfg, voc_sd = load_weights(src / "vocoder", "vocoder")
         ssl_cfg = SSLConfig(**manifest["ssl"])
+        aligner_cfg, aligner_sd = None, None
+        if "aligner" in manifest.get("components", {}):
+            aligner_dict, aligner_sd = load_weights(src / "aligner", "aligner")
+            aligner_cfg = AlignerConfig(**aligner_dict)
         config = BaseModelConfig(
             name=manifest["name"],
             version=manifest["version"],
@@ -333,6 +366,7 @@ class BaseModel(nn.Module):
             sovits=SoVITSConfig(**s2_cfg),
             vocoder=vocoder_config_from_dict(voc_cfg),
             ssl=ssl_cfg,
+            aligner=aligner_cfg,
         )
         model = cls(config)
         model.gpt.load_state_dict(gpt_sd)
@@ -341,6 +375,8 @@ class BaseModel(nn.Module):
         if ssl_cfg.kind == "tiny":
             _, ssl_sd = load_weights(src / "ssl", "ssl")
             model.ssl.load_state_dict(ssl_sd)
+        if model.aligner is not None and aligner_sd is not None:
+            model.aligner.load_state_dict(aligner_sd)
         if model.weights_sha256 != manifest["weights_sha256"]:
             raise CheckpointError(f"{src}: weights do not match the manifest hash (corrupt or edited files)")
         return model.eval()

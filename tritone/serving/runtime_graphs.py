@@ -500,6 +500,11 @@ def graph_bank_names(graph: str, names: Sequence[str]) -> list[str]:
 
 def build_graphs(model: BaseModel, ctx: BankContext, names: Sequence[str]) -> dict[str, Graph]:
     """The six graph modules over `model` (its bank layers already installed with `ctx`)."""
+    if model.aligner is not None:
+        raise ValueError(
+            "this base's SoVITS reads each frame's phone from a token aligner (the aligned MRTE "
+            "lookup), which the served graphs do not carry yet; serve a base with another lookup"
+        )
     graphs: dict[str, Graph] = {
         "gpt_prefill": GPTPrefill(model.gpt, ctx, graph_bank_names("gpt_prefill", names)),
         "gpt_decode": GPTDecode(model.gpt, ctx, graph_bank_names("gpt_decode", names)),

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tritone.models.aligner import AlignerConfig
 from tritone.models.base import BaseModelConfig, SSLConfig
 from tritone.models.gpt import GPTConfig
 from tritone.models.sovits import SoVITSConfig
@@ -41,6 +42,7 @@ def config_from_dict(data: dict[str, Any]) -> BaseModelConfig:
         sovits=SoVITSConfig(**data["sovits"]),
         vocoder=vocoder_config_from_dict(data["vocoder"]),
         ssl=SSLConfig(**data["ssl"]),
+        aligner=AlignerConfig(**data["aligner"]) if data.get("aligner") else None,
     )
 
 
