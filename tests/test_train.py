@@ -185,12 +185,8 @@ def test_ddp_two_processes_gloo(env: Env, base_dir: Path) -> None:
     assert run.data.params["world"] == "2"
 
 
-def test_adapter_trains_registers_and_changes_the_voice(env: Env, base_dir: Path) -> None:
-    from adapters.apply import apply_adapter
+def _consent(env: Env) -> Path:
     from adapters.consent import ConsentRecord
-    from adapters.format import read_adapter
-    from adapters.registry import AdapterRegistry
-    from tritone.pipeline import Pipeline, SynthesisParams
 
     consent = env.root / "consent.json"
     consent.write_text(
@@ -203,6 +199,16 @@ def test_adapter_trains_registers_and_changes_the_voice(env: Env, base_dir: Path
             evidence_sha256="0" * 64,
         ).to_json()
     )
+    return consent
+
+
+def test_adapter_trains_registers_and_changes_the_voice(env: Env, base_dir: Path) -> None:
+    from adapters.apply import apply_adapter
+    from adapters.format import read_adapter
+    from adapters.registry import AdapterRegistry
+    from tritone.pipeline import Pipeline, SynthesisParams
+
+    consent = _consent(env)
     out = env.root / "adapters" / "rms"
     job = AdapterJob(
         voice="rms",
@@ -503,6 +509,31 @@ def test_mrte_aligned_lookup_trains_its_aligner_and_bundles_it(
     assert len(placed) == 4 and all(i[0, 0] == 0 and (i.diff() >= 0).all() for i in placed)
     # the corrupted content is decoded with the phones its clean tokens placed
     assert torch.equal(placed[0], placed[2]) and torch.equal(placed[1], placed[3])
+
+    # a voice adapter trains over it (its serving-path loss places the phones as the pipeline does)
+    from adapters.format import read_adapter
+
+    placed.clear()
+    out = env.root / "adapters" / "rms-aligned"
+    job = AdapterJob(
+        voice="rms-aligned",
+        tenant="demo",
+        base=recipe.run_dir / "base",
+        audio=env.corpus / "heldout_train.list",
+        speaker="flite_rms",
+        consent=_consent(env),
+        out=out,
+        eval_list=env.corpus / "heldout_eval.list",
+        eval_sentences=1,
+        eval_max_tokens=20,
+        tracking_uri=env.uri,
+        cache_dir=env.cache,
+        progress=False,
+        config=AdapterTrainConfig(steps=2, log_every=1, targets=("gpt", "mrte")),
+    )
+    train_adapter(job)
+    assert read_adapter(out, expect_base=bundle.weights_sha256).manifest.metrics["wer"] >= 0.0
+    assert placed  # its evaluation synthesised through the aligner
 
 
 def test_decoder_probe_trains_variants_and_reports_them(env: Env, tmp_path: Path) -> None:
