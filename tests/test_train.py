@@ -476,6 +476,15 @@ def test_mrte_aligned_lookup_trains_its_aligner_and_bundles_it(
     assert bundle.aligner is not None and bundle.config.aligner == bundle.aligner.config
     assert bundle.config.sovits.mrte_lookup == "aligned" and "aligner" in bundle.component_hashes()
     assert BaseModel.load(base_dir).aligner is None  # other bundles are as they were
+    # a run over the aligned bundle keeps its aligner (the tokens are the same), training none
+    from training.train_aligner import load_aligner
+
+    again = _recipe(env)
+    again.run_dir, again.init = env.root / "mrte-aligned-again", recipe.run_dir / "base"
+    kept = Path(BaseTrainer(again).run("aligner"))
+    for name, tensor in load_aligner(kept).state_dict().items():
+        assert torch.equal(tensor, bundle.aligner.state_dict()[name]), name
+    assert len(_history(env.uri, "tritone-train-aligner", "loss")) == 3  # still the first run's
     placed: list[torch.Tensor] = []
     decode_content = SoVITS.decode_content
 

@@ -290,6 +290,16 @@ class BaseTrainer:
         path = self.run_dir / "aligner" / ALIGNER_FINAL
         if ddp.broadcast_object(path.is_file(), self.info):
             return path
+        init = self.init_model
+        if init is not None and init.aligner is not None and not self.recipe.new_tokens:
+            # the init's tokens are kept, so is the aligner that reads them (as the ssl stage keeps
+            # the init's encoder)
+            if self.info.is_main:
+                from training.common import save_checkpoint
+
+                save_checkpoint(path, {**init.aligner.checkpoint(), "stats": {"from": str(self.recipe.init)}})
+            ddp.barrier(self.info)
+            return path
         tr, ev = self.items()
         enc = self.encoded()
         if self.info.is_main:
